@@ -1,0 +1,147 @@
+"""Job requests: one builder per job kind, valid shapes, stable top-level keys."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from ml import jobs
+from ml.metric_log import METRIC_DEFINITIONS, format_metric_line
+from ml.pipeline_input import plan_run
+from ml.sagemaker.serving_limits import MAX_CONCURRENT_TRANSFORMS, MAX_PAYLOAD_MB
+
+SETTINGS = jobs.DeploySettings(
+    name_prefix="xgb",
+    role_arn="arn:aws:iam::123456789012:role/sm",
+    image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:0123abcd",
+    data_bucket="data-bucket",
+    artifact_bucket="artifact-bucket",
+    kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k",
+)
+CONFIGURATIONS: list[dict[str, Any]] = [
+    {},
+    {"validation_ratio": 0.1, "spot_training": True, "training_instance_count": 3},
+    {"training_distribution": "ShardedByS3Key", "training_instance_count": 2},
+]
+
+
+def requests_for(execution_input: dict[str, Any], settings: jobs.DeploySettings = SETTINGS) -> dict[str, Any]:
+    return jobs.build_requests(plan_run(execution_input, "run-1", settings), settings)
+
+
+def test_every_builder_emits_the_same_top_level_keys_for_every_configuration() -> None:
+    """What makes the static ASL rendering (`state_machine_parameters`) valid for every run."""
+    key_sets = [{kind: tuple(request) for kind, request in requests_for(c).items()} for c in CONFIGURATIONS]
+    assert all(keys == key_sets[0] for keys in key_sets)
+
+
+def test_preprocessing_request_follows_the_run_layout() -> None:
+    request = requests_for({"split_ratio": 0.3})["preprocessing"]
+    assert request["ProcessingJobName"] == "xgb-prep-run-1"
+    assert request["AppSpecification"]["ContainerEntrypoint"] == ["ml-preprocess"]
+    arguments = request["AppSpecification"]["ContainerArguments"]
+    assert arguments[arguments.index("--train-test-split-ratio") + 1] == "0.3"
+    assert all(isinstance(argument, str) for argument in arguments)
+    (source,) = request["ProcessingInputs"]
+    assert source["S3Input"]["S3Uri"] == "s3://data-bucket/datasets/default/"
+    assert source["S3Input"]["LocalPath"] == "/opt/ml/processing/input"
+    outputs = {o["OutputName"]: o["S3Output"] for o in request["ProcessingOutputConfig"]["Outputs"]}
+    assert set(outputs) == set(jobs.PREPROCESSING_OUTPUTS)
+    assert outputs["train"]["S3Uri"] == "s3://artifact-bucket/runs/run-1/processing/train/"
+    assert outputs["test_no_label"]["LocalPath"] == "/opt/ml/processing/test_no_label"
+    assert request["ExperimentConfig"] == {
+        "ExperimentName": "xgb-experiment",
+        "TrialName": "xgb-trial-run-1",
+        "TrialComponentDisplayName": "Preprocessing",
+    }
+
+
+def test_training_request_channels_spot_and_distribution() -> None:
+    plain = requests_for({})["training"]
+    assert [c["ChannelName"] for c in plain["InputDataConfig"]] == ["train"]
+    assert plain["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
+    assert plain["EnableManagedSpotTraining"] is False
+    assert plain["EnableInterContainerTrafficEncryption"] is False
+    assert plain["CheckpointConfig"] == {
+        "S3Uri": "s3://artifact-bucket/runs/run-1/checkpoints/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert plain["HyperParameters"]["max_depth"] == "5"
+    assert plain["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+
+    spot = requests_for({"spot_training": True, "validation_ratio": 0.1, "training_instance_count": 2})[
+        "training"
+    ]
+    assert [c["ChannelName"] for c in spot["InputDataConfig"]] == ["train", "validation"]
+    assert spot["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400, "MaxWaitTimeInSeconds": 172800}
+    assert spot["ResourceConfig"]["InstanceCount"] == 2
+    assert spot["EnableInterContainerTrafficEncryption"] is True
+
+    sharded = requests_for({"training_distribution": "ShardedByS3Key", "training_instance_count": 3})
+    train_channel = sharded["training"]["InputDataConfig"][0]
+    assert train_channel["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"
+    arguments = sharded["preprocessing"]["AppSpecification"]["ContainerArguments"]
+    assert arguments[arguments.index("--train-shards") + 1] == "3"
+
+
+def test_model_and_transform_fit_together() -> None:
+    requests = requests_for({"threshold": 0.4, "transform_instance_count": 2})
+    model, transform, training = requests["model"], requests["transform"], requests["training"]
+    assert transform["ModelName"] == model["ModelName"]
+    assert model["PrimaryContainer"]["ModelDataUrl"] == (
+        f"{training['OutputDataConfig']['S3OutputPath']}{training['TrainingJobName']}/output/model.tar.gz"
+    )
+    assert model["PrimaryContainer"]["Environment"] == {"PREDICTION_THRESHOLD": "0.4"}
+    assert transform["MaxPayloadInMB"] == MAX_PAYLOAD_MB
+    assert transform["MaxConcurrentTransforms"] == MAX_CONCURRENT_TRANSFORMS
+    # SageMaker rejects MaxConcurrentTransforms * MaxPayloadInMB above 100 MB.
+    assert MAX_PAYLOAD_MB * MAX_CONCURRENT_TRANSFORMS <= 100
+    assert transform["BatchStrategy"] == "MultiRecord"
+    assert transform["TransformInput"]["SplitType"] == "Line"
+    assert transform["TransformInput"]["ContentType"] == "text/csv"
+    assert (
+        transform["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+        == (requests["preprocessing"]["ProcessingOutputConfig"]["Outputs"][2]["S3Output"]["S3Uri"])
+    )
+    assert transform["TransformResources"]["InstanceCount"] == 2
+
+
+def test_evaluation_reads_the_transform_output_and_the_labels() -> None:
+    requests = requests_for({})
+    inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in requests["evaluation"]["ProcessingInputs"]}
+    assert inputs == {
+        "predictions": requests["transform"]["TransformOutput"]["S3OutputPath"],
+        "labels": "s3://artifact-bucket/runs/run-1/processing/test/",
+    }
+    assert requests["evaluation"]["AppSpecification"]["ContainerEntrypoint"] == ["ml-evaluate"]
+
+
+def test_without_a_kms_key_no_key_fields_are_sent() -> None:
+    settings = jobs.DeploySettings(**{**SETTINGS.to_json_dict(), "kms_key_arn": None})
+    text = repr(requests_for({}, settings))
+    assert "KmsKeyId" not in text and "VolumeKmsKeyId" not in text
+
+
+def test_state_machine_parameters_pass_each_key_on() -> None:
+    plan = plan_run({}, "sample", SETTINGS)
+    parameters = jobs.state_machine_parameters("transform", plan, SETTINGS, requests_path="$.run.requests")
+    assert parameters["TransformJobName.$"] == "$.run.requests.transform.TransformJobName"
+    assert len(parameters) == len(jobs.transform_job(plan, SETTINGS))
+
+
+def test_deploy_settings_round_trip_and_reject_unknown_keys() -> None:
+    assert jobs.DeploySettings.from_json_dict(SETTINGS.to_json_dict()) == SETTINGS
+    with pytest.raises(ValueError, match="unknown deploy settings"):
+        jobs.DeploySettings.from_json_dict({**SETTINGS.to_json_dict(), "region": "x"})
+
+
+def test_metric_definitions_parse_the_metric_lines() -> None:
+    line = format_metric_line(12, {"train-logloss": 0.41234, "validation-auc": 0.8123})
+    found = {}
+    for definition in METRIC_DEFINITIONS:
+        match = re.search(definition["Regex"], line)
+        if match:
+            found[definition["Name"]] = float(match.group(1))
+    assert found == {"train:logloss": 0.41234, "validation:auc": 0.8123}
