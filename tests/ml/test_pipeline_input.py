@@ -80,7 +80,7 @@ def test_deploy_time_defaults_apply_below_the_input() -> None:
     config = validate_input({}, {**DATA, "training_instance_type": "ml.c5.2xlarge"})
     assert config["training_instance_type"] == "ml.c5.2xlarge"
     config = validate_input(
-        {"training_instance_type": "ml.m5.large"}, {"training_instance_type": "ml.c5.2xlarge"}
+        {"training_instance_type": "ml.m5.large"}, {**DATA, "training_instance_type": "ml.c5.2xlarge"}
     )
     assert config["training_instance_type"] == "ml.m5.large"
 
