@@ -7,35 +7,32 @@ which has no numpy or xgboost.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Final
 
-# `[round 12] train-logloss=0.412340 validation-logloss=0.432100`
-_LINE_PREFIX: Final[str] = "[round {round}]"
-METRIC_NAMES: Final[tuple[str, ...]] = (
-    "train-logloss",
-    "train-auc",
-    "train-error",
-    "validation-logloss",
-    "validation-auc",
-    "validation-error",
-)
+from ml.hyperparameters import EVAL_METRICS
+
+# Names of the evaluation sets; they are part of the metric line format.
+TRAIN_NAME: Final[str] = "train"
+VALIDATION_NAME: Final[str] = "validation"
+
+_NUMBER = r"([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|nan|inf)"
 
 
-def format_metric_line(round_number: int, metrics: Mapping[str, float]) -> str:
-    """One line per boosting round; `metrics` keys look like `train-logloss`."""
-    fields = " ".join(f"{name}={value:.6f}" for name, value in sorted(metrics.items()))
-    return f"{_LINE_PREFIX.format(round=round_number)} {fields}"
+def format_metric_line(round_number: int, scores: Mapping[str, Mapping[str, float]]) -> str:
+    """`[round 12] train-logloss=0.41234 validation-logloss=0.43210` (data set, then metric order)."""
+    parts = [
+        f"{data}-{metric}={value:.5f}"
+        for data, metrics in scores.items()
+        for metric, value in metrics.items()
+    ]
+    return f"[round {round_number}] " + " ".join(parts)
 
 
-def _regex_for(metric: str) -> str:
-    # SageMaker applies each regex to every log line and takes the first capture group.
-    return r"\[round \d+\].*\b" + re.escape(metric) + r"=([-+0-9.eE]+|nan|inf)"
-
-
-# SageMaker metric names may contain `:` but not `-` in the first part; `train:logloss` mirrors
-# the names AWS's built-in XGBoost uses, so dashboards built for it keep working.
+# SageMaker applies each regex to every log line and keeps the first capture group. The names
+# (`train:logloss`) mirror those of AWS's built-in XGBoost, so its dashboards keep working.
 METRIC_DEFINITIONS: Final[list[dict[str, str]]] = [
-    {"Name": metric.replace("-", ":", 1), "Regex": _regex_for(metric)} for metric in METRIC_NAMES
+    {"Name": f"{data}:{metric}", "Regex": rf"\[round \d+\].*?\b{data}-{metric}={_NUMBER}"}
+    for data in (TRAIN_NAME, VALIDATION_NAME)
+    for metric in EVAL_METRICS
 ]

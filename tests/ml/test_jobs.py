@@ -138,7 +138,7 @@ def test_deploy_settings_round_trip_and_reject_unknown_keys() -> None:
 
 
 def test_metric_definitions_parse_the_metric_lines() -> None:
-    line = format_metric_line(12, {"train-logloss": 0.41234, "validation-auc": 0.8123})
+    line = format_metric_line(12, {"train": {"logloss": 0.41234}, "validation": {"auc": 0.8123}})
     found = {}
     for definition in METRIC_DEFINITIONS:
         match = re.search(definition["Regex"], line)
