@@ -1,0 +1,161 @@
+"""The execution role SageMaker processing, training and transform jobs run as."""
+
+from __future__ import annotations
+
+import re
+
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from cdk_nag import RegexAppliesTo
+from constructs import Construct
+
+from infra.nag import suppress
+from infra.policies import KMS_S3_READ_WRITE_ACTIONS, grant_key_use, log_group_arn
+from infra.storage import DATASETS_PREFIX, RUNS_PREFIX
+
+SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
+# SageMaker writes job logs to /aws/sagemaker/ProcessingJobs, /TrainingJobs and /TransformJobs.
+SAGEMAKER_JOB_LOG_GROUPS = "/aws/sagemaker/*Jobs"
+SAGEMAKER_METRIC_NAMESPACE = "/aws/sagemaker/*"
+
+
+def _prefix_pattern(prefix: str) -> str:
+    if not prefix.endswith("/") or prefix.startswith("/") or "*" in prefix:
+        raise ValueError(f"S3 prefix must look like 'name/' (no leading '/', no '*'), got {prefix!r}")
+    return prefix + "*"
+
+
+class SageMakerExecutionRole(Construct):
+    """An IAM role for SageMaker jobs with access to the pipeline's own data only.
+
+    Grants (all on the resources passed in, nothing account-wide except where IAM allows only "*"):
+
+    - S3: read ``data_bucket`` under ``data_prefix`` (default ``datasets/``); read and write
+      ``artifact_bucket`` under ``artifact_prefix`` (default ``runs/``); ``s3:ListBucket`` on both,
+      conditioned on those prefixes; ``kms:Decrypt``/``kms:GenerateDataKey`` on ``key``;
+    - ECR: pull from ``repository`` (plus ``ecr:GetAuthorizationToken``, which only accepts "*");
+    - CloudWatch Logs: the SageMaker job log groups ``/aws/sagemaker/*Jobs`` and their streams;
+    - CloudWatch metrics: ``cloudwatch:PutMetricData`` in namespaces ``/aws/sagemaker/*``.
+
+    Bring your own: pass ``role`` (e.g. ``iam.Role.from_role_arn(..., mutable=True)``) and the same
+    grants are attached to it; it must trust ``sagemaker.amazonaws.com``.
+
+    Attributes: ``role``, ``role_arn``. Use :meth:`grant_pass_role` for whoever creates the jobs.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        data_bucket: s3.IBucket,
+        artifact_bucket: s3.IBucket,
+        key: kms.IKey,
+        repository: ecr.IRepository,
+        data_prefix: str = DATASETS_PREFIX,
+        artifact_prefix: str = RUNS_PREFIX,
+        role: iam.IRole | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        data_objects = _prefix_pattern(data_prefix)
+        artifact_objects = _prefix_pattern(artifact_prefix)
+
+        self.role: iam.IRole = role or iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal(SAGEMAKER_SERVICE),
+            description="Execution role of the XGBoost pipeline's SageMaker processing, training and transform jobs",
+        )
+        self.role_arn: str = self.role.role_arn
+
+        statements = [
+            iam.PolicyStatement(
+                sid="ReadDataSets",
+                actions=["s3:GetObject"],
+                resources=[data_bucket.arn_for_objects(data_objects)],
+            ),
+            iam.PolicyStatement(
+                sid="ListDataSets",
+                actions=["s3:ListBucket"],
+                resources=[data_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [data_prefix, data_objects]}},
+            ),
+            iam.PolicyStatement(
+                sid="ReadWriteRunArtifacts",
+                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[artifact_bucket.arn_for_objects(artifact_objects)],
+            ),
+            iam.PolicyStatement(
+                sid="ListRunArtifacts",
+                actions=["s3:ListBucket"],
+                resources=[artifact_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [artifact_prefix, artifact_objects]}},
+            ),
+            iam.PolicyStatement(
+                sid="WriteJobLogs",
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                ],
+                resources=[
+                    log_group_arn(self, SAGEMAKER_JOB_LOG_GROUPS),
+                    log_group_arn(self, f"{SAGEMAKER_JOB_LOG_GROUPS}:log-stream:*"),
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="PublishJobMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                # PutMetricData has no resource-level permissions ("*" only); the namespace
+                # condition is what scopes it.
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": SAGEMAKER_METRIC_NAMESPACE}},
+            ),
+        ]
+        policy = iam.Policy(self, "Policy", statements=statements)
+        self.role.attach_inline_policy(policy)
+        repository.grant_pull(self.role)
+        grant_key_use(key, self.role, KMS_S3_READ_WRITE_ACTIONS)
+
+        suppress(
+            policy,
+            "AwsSolutions-IAM5",
+            "Object wildcards are the pipeline's own prefixes (data sets read-only, run artefacts "
+            "read/write); job log groups and streams are named by SageMaker per job; PutMetricData "
+            "only accepts '*' and is limited to the /aws/sagemaker/* namespaces by condition.",
+            applies_to=[
+                # The bucket part is a token (GetAtt, import or literal): match on the prefix.
+                RegexAppliesTo(regex=f"/^Resource::.+/{re.escape(data_objects)}$/"),
+                RegexAppliesTo(regex=f"/^Resource::.+/{re.escape(artifact_objects)}$/"),
+                f"Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:{SAGEMAKER_JOB_LOG_GROUPS}",
+                f"Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+                f"{SAGEMAKER_JOB_LOG_GROUPS}:log-stream:*",
+                "Resource::*",
+            ],
+        )
+        if isinstance(self.role, iam.Role):
+            # Only when the role is ours: the default policy holds CDK's ECR pull grant.
+            suppress(
+                self.role,
+                "AwsSolutions-IAM5",
+                "ecr:GetAuthorizationToken has no resource-level permissions: IAM only accepts '*'; "
+                "the image pull actions are scoped to the one repository.",
+                applies_to=["Resource::*"],
+                apply_to_children=True,
+            )
+
+    def grant_pass_role(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``grantee`` to pass this role to SageMaker, and to nothing else.
+
+        Emits exactly one statement: ``iam:PassRole`` on this role's ARN with the condition
+        ``StringEquals iam:PassedToService = sagemaker.amazonaws.com``.
+        """
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["iam:PassRole"],
+            resource_arns=[self.role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_SERVICE}},
+        )
