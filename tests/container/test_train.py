@@ -1,0 +1,227 @@
+"""`train` as SageMaker runs it: a process in a base dir, success and every failure path."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.training import METRIC_DEFINITIONS
+from tests.container.conftest import (
+    auc,
+    base_env,
+    make_classification,
+    make_training_dir,
+    predict_file,
+    run_command,
+    write_labelled_csv,
+)
+
+
+def test_trains_and_writes_model_and_metric_lines(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(
+        tmp_path,
+        hyperparameters={"num_round": "20", "max_depth": "3", "eval_metric": "logloss,auc"},
+        channels={
+            "train": {"ContentType": "text/csv"},
+            "validation": {"ContentType": "text/csv; label_size=1"},
+        },
+    )
+    write_labelled_csv(layout.channel("train") / "part-1.csv", x[:2000], y[:2000])
+    write_labelled_csv(layout.channel("validation") / "validation.csv", x[2000:], y[2000:])
+
+    result = run_command("train", base_env(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert not layout.failure.exists()
+    assert layout.model.read_bytes().startswith(b"{")
+    scores = predict_file(layout.model, x[2000:])
+    assert auc(y[2000:], scores) > 0.75
+    # Every round prints one line that SageMaker's metric definitions parse.
+    round_lines = [line for line in result.stdout.splitlines() if line.startswith("[round ")]
+    assert len(round_lines) == 20
+    for definition in METRIC_DEFINITIONS:
+        if definition["Name"] in ("train:logloss", "validation:logloss", "train:auc", "validation:auc"):
+            match = re.search(definition["Regex"], round_lines[-1])
+            assert match, (definition, round_lines[-1])
+            assert 0.0 <= float(match.group(1)) <= 1.0
+
+
+def test_content_type_absent_is_csv(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(tmp_path, hyperparameters={"num_round": "3"}, channels={"train": {}})
+    write_labelled_csv(layout.channel("train") / "train.csv", x, y)
+    result = run_command("train", base_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert layout.model.is_file()
+
+
+def _failure(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    result = run_command("train", base_env(tmp_path))
+    failure = tmp_path / "output" / "failure"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert failure.is_file(), result.stderr
+    assert not (tmp_path / "model" / "xgboost-model").exists()
+    return result, failure.read_text().splitlines()[0]
+
+
+def test_bad_hyperparameter_fails_before_reading_data(tmp_path: Path) -> None:
+    # No data at all: the hyperparameter error must come first.
+    make_training_dir(tmp_path, hyperparameters={"max_depth": "deep", "num_round": "10"})
+    _, reason = _failure(tmp_path)
+    assert "max_depth='deep'" in reason
+    assert "an int in [0, 64]" in reason
+
+
+def test_unknown_hyperparameter_is_named(tmp_path: Path) -> None:
+    make_training_dir(tmp_path, hyperparameters={"max_dept": "3"})
+    _, reason = _failure(tmp_path)
+    assert "unknown hyperparameter 'max_dept'" in reason
+    assert "did you mean 'max_depth'" in reason
+
+
+def test_missing_train_channel(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(tmp_path, channels={"validation": {"ContentType": "text/csv"}})
+    write_labelled_csv(layout.channel("validation") / "v.csv", x, y)
+    _, reason = _failure(tmp_path)
+    assert reason.startswith("the training job has no 'train' channel (channels: validation)")
+
+
+def test_declared_channel_without_directory(tmp_path: Path) -> None:
+    make_training_dir(tmp_path)
+    _, reason = _failure(tmp_path)
+    assert "channel 'train' is in inputdataconfig.json but" in reason
+    assert "does not exist" in reason
+
+
+def test_unsupported_content_type(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(
+        tmp_path, channels={"train": {"ContentType": "application/x-recordio-protobuf"}}
+    )
+    write_labelled_csv(layout.channel("train") / "t.csv", x, y)
+    _, reason = _failure(tmp_path)
+    assert "ContentType 'application/x-recordio-protobuf'" in reason
+    assert "set the channel's ContentType to text/csv" in reason
+
+
+def test_label_size_other_than_one_is_rejected(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(tmp_path, channels={"train": {"ContentType": "text/csv;label_size=2"}})
+    write_labelled_csv(layout.channel("train") / "t.csv", x, y)
+    _, reason = _failure(tmp_path)
+    assert "ContentType 'text/csv;label_size=2'" in reason
+
+
+def test_bad_data_names_file_row_and_column(tmp_path: Path) -> None:
+    layout = make_training_dir(tmp_path)
+    layout.channel("train").mkdir(parents=True)
+    (layout.channel("train") / "train.csv").write_text("1,0.5,2\n0,0.1,3\n1,abc,4\n")
+    _, reason = _failure(tmp_path)
+    assert "train.csv row 3 column 2" in reason
+    assert "'abc' is not a number" in reason
+
+
+def test_header_row_in_training_data(tmp_path: Path) -> None:
+    layout = make_training_dir(tmp_path)
+    layout.channel("train").mkdir(parents=True)
+    (layout.channel("train") / "train.csv").write_text("Label,LIMIT_BAL,AGE\n1,20000,24\n")
+    _, reason = _failure(tmp_path)
+    assert "looks like a header row" in reason
+
+
+def test_malformed_config_json(tmp_path: Path) -> None:
+    layout = make_training_dir(tmp_path)
+    (layout.config / "resourceconfig.json").write_text('{"current_host": "algo-1", "hosts": [')
+    _, reason = _failure(tmp_path)
+    assert reason.startswith("resource config ")
+    assert "is not valid JSON (line 1 column" in reason
+
+
+def test_hyperparameters_not_an_object(tmp_path: Path) -> None:
+    layout = make_training_dir(tmp_path)
+    (layout.config / "hyperparameters.json").write_text('["num_round", "10"]')
+    _, reason = _failure(tmp_path)
+    assert "must hold a JSON object of name -> value, not a list" in reason
+
+
+def test_current_host_not_in_hosts(tmp_path: Path) -> None:
+    make_training_dir(tmp_path, hosts=("algo-1", "algo-2"), current_host="algo-3")
+    _, reason = _failure(tmp_path)
+    assert "current_host 'algo-3' is not among hosts ['algo-1', 'algo-2']" in reason
+
+
+def test_unexpected_exception_gets_reason_and_traceback(tmp_path: Path) -> None:
+    # A bug (not one of the project's own errors) still ends in the failure file, with a
+    # one-line reason first and the traceback after it.
+    code = (
+        "from ml.sagemaker.failure import run_entry_point\n"
+        "def job(paths):\n"
+        "    return {}['missing']\n"
+        "run_entry_point(job, name='demo')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=base_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = (tmp_path / "output" / "failure").read_text().splitlines()
+    assert lines[0] == "unexpected error (KeyError): 'missing'"
+    assert lines[1] == "Traceback (most recent call last):"
+    assert "KeyError: 'missing'" in lines[-1]
+
+
+def test_resumes_from_checkpoint_of_a_previous_run(tmp_path: Path, training_data) -> None:
+    """A restarted job finds the checkpoints SageMaker restored and trains only what is left."""
+    x, y = training_data
+    layout = make_training_dir(tmp_path, hyperparameters={"num_round": "12"})
+    write_labelled_csv(layout.channel("train") / "t.csv", x, y)
+    first = run_command("train", base_env(tmp_path, ML_CHECKPOINT_FREQUENCY="4"))
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in layout.checkpoints.iterdir()) == [
+        "xgboost-checkpoint.12",
+        "xgboost-checkpoint.4",
+        "xgboost-checkpoint.8",
+    ]
+    (layout.base / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"num_round": "20"}))
+    second = run_command("train", base_env(tmp_path, ML_CHECKPOINT_FREQUENCY="4"))
+    assert second.returncode == 0, second.stderr
+    assert "resuming from checkpoint" in second.stdout
+    assert "8 of 20 rounds, resuming a model with 12 rounds" in second.stdout
+    rounds = [line for line in second.stdout.splitlines() if line.startswith("[round ")]
+    assert rounds[0].startswith("[round 13]") and rounds[-1].startswith("[round 20]")
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(bytearray(layout.model.read_bytes()))
+    assert booster.num_boosted_rounds() == 20
+
+
+def test_bad_checkpoint_frequency(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(tmp_path)
+    write_labelled_csv(layout.channel("train") / "t.csv", x, y)
+    result = run_command("train", base_env(tmp_path, ML_CHECKPOINT_FREQUENCY="often"))
+    assert result.returncode == 1
+    assert "ML_CHECKPOINT_FREQUENCY='often'" in layout.failure.read_text()
+
+
+@pytest.mark.parametrize("rows", [1])
+def test_single_row_still_trains(tmp_path: Path, rows: int) -> None:
+    x, y = make_classification(rows)
+    layout = make_training_dir(tmp_path, hyperparameters={"num_round": "2"})
+    write_labelled_csv(layout.channel("train") / "t.csv", x, y)
+    result = run_command("train", base_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert np.isfinite(predict_file(layout.model, x)).all()
