@@ -1,0 +1,761 @@
+"""The pipeline state machine: prepare, ensure the image, lineage, the SageMaker jobs, the quality gate.
+
+The SageMaker requests are not spelled out here: the Prepare Lambda (`ml.pipeline_input.prepare`)
+computes every request of the run from `ml.jobs`, and each SageMaker task passes its request on
+key by key (`ml.jobs.state_machine_parameters`). So the state machine, the local runner and the
+tests all run the same job definitions.
+
+Flow (docs/running.md describes it for operators)::
+
+    Prepare -> [rebuild_image?] -> FindImage --(Ecr.ImageNotFoundException)--> BuildImage
+            -> CreateExperiment -> CreateTrial -> Preprocessing -> Training -> CreateModel
+            -> Transform -> Evaluation -> ReadEvaluation -> QualityGate -> NotifySuccess
+
+Any failure is caught, turned into a readable message (SageMaker's FailureReason, the Prepare
+step's validation message, or the quality-gate verdict), published to the SNS topic, and ends in
+the `PipelineFailed` Fail state with the same error and message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aws_cdk import Aws, Duration, Names, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from cdk_nag import RegexAppliesTo
+from constructs import Construct
+
+from infra.config import PipelineSettings
+from infra.image_build import ContainerImageBuild
+from infra.nag import suppress
+from infra.policies import allow_log_group_encryption, grant_key_use
+from infra.prepare_function import PrepareFunction
+from infra.sagemaker_role import SageMakerExecutionRole
+from infra.storage import PipelineStorage
+from ml import jobs, pipeline_input
+
+REQUESTS_PATH: Final[str] = "$.run.requests"
+DEFAULT_TIMEOUT: Final[Duration] = Duration.hours(48)
+
+
+@dataclass(frozen=True)
+class SageMakerStep:
+    """One SageMaker task of the pipeline: the `ml.jobs` kind, the API and how to read its result."""
+
+    kind: str
+    state_name: str
+    action: str  # optimised integration action, e.g. createTrainingJob
+    sync: bool
+    arn_type: str  # SageMaker ARN resource type of what the action creates
+    result: Mapping[str, str]
+
+
+SAGEMAKER_STEPS: Final[tuple[SageMakerStep, ...]] = (
+    SageMakerStep(
+        "preprocessing",
+        "Preprocessing",
+        "createProcessingJob",
+        True,
+        "processing-job",
+        {"job_name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"},
+    ),
+    SageMakerStep(
+        "training",
+        "Training",
+        "createTrainingJob",
+        True,
+        "training-job",
+        {
+            "job_name.$": "$.TrainingJobName",
+            "status.$": "$.TrainingJobStatus",
+            "model_artifact.$": "$.ModelArtifacts.S3ModelArtifacts",
+        },
+    ),
+    SageMakerStep("model", "CreateModel", "createModel", False, "model", {"model_arn.$": "$.ModelArn"}),
+    SageMakerStep(
+        "transform",
+        "Transform",
+        "createTransformJob",
+        True,
+        "transform-job",
+        {"job_name.$": "$.TransformJobName", "status.$": "$.TransformJobStatus"},
+    ),
+    SageMakerStep(
+        "evaluation",
+        "Evaluation",
+        "createProcessingJob",
+        True,
+        "processing-job",
+        {"job_name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"},
+    ),
+)
+
+# The actions each SageMaker resource type needs for its integration (.sync polls Describe* and
+# stops the job when the execution is stopped; requests carry Tags, hence AddTags/ListTags).
+_SAGEMAKER_ACTIONS: Final[dict[str, tuple[str, ...]]] = {
+    "processing-job": ("CreateProcessingJob", "DescribeProcessingJob", "StopProcessingJob"),
+    "training-job": ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob"),
+    "transform-job": ("CreateTransformJob", "DescribeTransformJob", "StopTransformJob"),
+    "model": ("CreateModel",),
+}
+# EventBridge rules Step Functions manages for `.sync` SageMaker tasks.
+_SYNC_RULES: Final[dict[str, str]] = {
+    "processing-job": "StepFunctionsGetEventsForSageMakerProcessingJobsRule",
+    "training-job": "StepFunctionsGetEventsForSageMakerTrainingJobsRule",
+    "transform-job": "StepFunctionsGetEventsForSageMakerTransformJobsRule",
+}
+
+# Errors of the SageMaker API worth waiting out: throttling and internal errors arrive as
+# SageMaker.AmazonSageMakerException, account capacity limits as ResourceLimitExceeded.
+THROTTLING_ERRORS: Final[tuple[str, ...]] = ("SageMaker.AmazonSageMakerException", "ThrottlingException")
+CAPACITY_ERRORS: Final[tuple[str, ...]] = ("SageMaker.ResourceLimitExceededException",)
+IMAGE_NOT_FOUND: Final[str] = "Ecr.ImageNotFoundException"
+
+
+def deploy_defaults(settings: PipelineSettings) -> dict[str, Any]:
+    """The execution-input defaults a deployer chose in CDK context (those runs can override)."""
+    candidates = {
+        "processing_instance_type": settings.processing_instance_type,
+        "training_instance_type": settings.training_instance_type,
+        "training_instance_count": settings.training_instance_count,
+        "transform_instance_type": settings.transform_instance_type,
+        "transform_instance_count": settings.transform_instance_count,
+        "max_runtime_seconds": settings.max_runtime_seconds,
+        "quality_metric": settings.quality_metric,
+        "quality_threshold": settings.quality_threshold,
+    }
+    return {name: value for name, value in candidates.items() if name in pipeline_input.INPUT_FIELDS}
+
+
+class PipelineStateMachine(Construct):
+    """A Step Functions standard workflow running the whole pipeline for one execution input.
+
+    Inputs (keyword-only): ``storage`` (buckets and key), ``image_build`` (repository, CodeBuild
+    project, image tag and URI), ``sagemaker_role`` (the jobs' execution role), ``settings``
+    (deploy-time defaults, names, retention), ``topic`` (notifications; default: a topic
+    encrypted with the storage key, with ``settings.notification_email`` subscribed when set),
+    ``timeout`` of one execution (default 48 hours).
+
+    Attributes: ``state_machine``, ``topic``, ``log_group`` (execution history, all events,
+    encrypted with the storage key), ``prepare_function`` (the Prepare Lambda),
+    ``deploy_settings`` (what the Prepare Lambda receives).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        storage: PipelineStorage,
+        image_build: ContainerImageBuild,
+        sagemaker_role: SageMakerExecutionRole,
+        settings: PipelineSettings,
+        topic: sns.ITopic | None = None,
+        timeout: Duration = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._settings = settings
+        self._storage = storage
+        self._image_build = image_build
+        key = storage.key
+        prefix = settings.name_prefix
+
+        self.deploy_settings = jobs.DeploySettings(
+            name_prefix=prefix,
+            role_arn=sagemaker_role.role_arn,
+            image_uri=image_build.image_uri,
+            data_bucket=storage.data_bucket.bucket_name,
+            artifact_bucket=storage.artifact_bucket.bucket_name,
+            kms_key_arn=key.key_arn,
+            processing_volume_gb=settings.processing_volume_size_gb,
+            training_volume_gb=settings.training_volume_size_gb,
+            defaults=deploy_defaults(settings),
+        )
+        # A sample plan (plain values instead of the deploy-time tokens) fixes the request keys the
+        # SageMaker tasks pass on: they are the same for every input (ml/jobs.py holds its builders
+        # to that). Planning it also checks the deployer's defaults at synth time.
+        self._sample_settings = jobs.DeploySettings(
+            name_prefix=prefix,
+            role_arn="arn:aws:iam::123456789012:role/sample",
+            image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/sample:tag",
+            data_bucket="sample-data-bucket",
+            artifact_bucket="sample-artifact-bucket",
+            kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/sample",
+            defaults=self.deploy_settings.defaults,
+        )
+        self._sample_plan = pipeline_input.plan_run({}, "sample-run", self._sample_settings)
+
+        self.prepare_function = PrepareFunction(
+            self,
+            "Prepare",
+            settings=self.deploy_settings.to_json_dict(),
+            key=key,
+            log_retention=settings.log_retention,
+            removal_policy=settings.cdk_removal_policy,
+        )
+
+        if topic is None:
+            created = sns.Topic(
+                self,
+                "Notifications",
+                display_name="ML pipeline notifications",
+                master_key=key,
+                enforce_ssl=True,
+            )
+            if settings.notification_email:
+                created.add_subscription(subscriptions.EmailSubscription(settings.notification_email))
+            topic = created
+        self.topic: sns.ITopic = topic
+
+        log_group_name = "/aws/vendedlogs/states/" + Names.unique_resource_name(
+            self, max_length=200, separator="-"
+        )
+        allow_log_group_encryption(key, self, log_group_name)
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=log_group_name,
+            retention=settings.log_retention,
+            encryption_key=key,
+            removal_policy=settings.cdk_removal_policy,
+        )
+
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            comment="XGBoost batch-transform pipeline: preprocessing, training, batch transform, evaluation",
+            definition_body=sfn.DefinitionBody.from_chainable(self._definition()),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=timeout,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+        )
+        self._grant(sagemaker_role, key)
+
+    # ------------------------------------------------------------------------- definition
+
+    def _definition(self) -> sfn.IChainable:
+        self._failure_entry = self._failure_chain()
+
+        prepare = tasks.LambdaInvoke(
+            self,
+            "PrepareStep",
+            state_name="Prepare",
+            comment="Validate the input, merge it with the defaults, derive run id, job names and requests",
+            lambda_function=self.prepare_function.function,
+            payload=sfn.TaskInput.from_object(
+                {"input": sfn.JsonPath.entire_payload, "execution_name": sfn.JsonPath.execution_name}
+            ),
+            retry_on_service_exceptions=True,
+            result_selector={"run.$": "$.Payload"},
+            result_path="$",
+        )
+        # The raw input may not even be an object, so the error replaces the state here.
+        prepare.add_catch(self._failed("Prepare", "$$.Execution.Name", error_path="$"), result_path="$")
+
+        lineage = self._lineage()
+        image = self._ensure_image(lineage)
+
+        prepare.next(image)
+        previous: sfn.INextable = lineage.end
+        for step in SAGEMAKER_STEPS:
+            state = self._sagemaker_task(step)
+            previous.next(state)
+            previous = state
+        previous.next(self._quality_gate())
+        return prepare
+
+    def _failed(self, step: str, job_name: str, *, error_path: str = "$.error") -> sfn.Pass:
+        """Record which step failed, on which job, with which error; then explain and notify.
+
+        `job_name` is a JSONPath into the state when it starts with '$', else the name itself.
+        """
+        failure: dict[str, Any] = {"step": step, "error.$": error_path}
+        if job_name.startswith(("$.", "$$.")):
+            failure["job_name.$"] = job_name
+        else:
+            failure["job_name"] = job_name
+        replace = error_path == "$"
+        state = sfn.Pass(
+            self,
+            f"{step}Failed",
+            comment=f"{step} failed: keep the step, job name and error for the notification",
+            parameters={"failure": failure} if replace else failure,
+            result_path="$" if replace else "$.failure",
+        )
+        state.next(self._failure_entry)
+        return state
+
+    def _failure_chain(self) -> sfn.IChainable:
+        """$.failure {step, job_name, error{Error, Cause}} -> readable reason -> SNS -> Fail."""
+        fail = sfn.Fail(
+            self,
+            "PipelineFailed",
+            comment="Error and cause of the failed step, as published to the topic",
+            error_path="$.failure.name",
+            cause_path="$.notification.message",
+        )
+        notify = tasks.SnsPublish(
+            self,
+            "NotifyFailure",
+            topic=self.topic,
+            subject=sfn.JsonPath.string_at("$.notification.subject"),
+            message=sfn.TaskInput.from_json_path_at("$.notification.message"),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        # A notification that cannot be sent must not hide the pipeline's own error.
+        notify.add_catch(fail, result_path="$.notification_error")
+        notify.next(fail)
+        summarise = sfn.Pass(
+            self,
+            "SummariseFailure",
+            parameters={
+                # SNS subjects are limited to 100 characters: the run id goes in the message only.
+                "subject.$": "States.Format('ML pipeline failed at {}', $.failure.step)",
+                "message.$": (
+                    "States.Format('ML pipeline run {} failed at step {} (job {}). {}: {} (execution {})', "
+                    "$$.Execution.Name, $.failure.step, $.failure.job_name, $.failure.error.Error, "
+                    "$.failure.reason, $$.Execution.Id)"
+                ),
+            },
+            result_path="$.notification",
+        )
+        summarise.next(notify)
+
+        # The execution's error: the step's own error name (InputError, QualityGateFailed), or
+        # '<Step>Failed' where Step Functions reports a generic States.* error (the message keeps it).
+        generic_name = sfn.Pass(
+            self,
+            "NameAfterStep",
+            parameters={"name.$": "States.Format('{}Failed', $.failure.step)"},
+            result_path="$.failure.naming",
+        )
+        lift_name = sfn.Pass(
+            self, "KeepStepName", input_path="$.failure.naming.name", result_path="$.failure.name"
+        )
+        generic_name.next(lift_name)
+        lift_name.next(summarise)
+        own_name = sfn.Pass(
+            self, "KeepErrorName", input_path="$.failure.error.Error", result_path="$.failure.name"
+        )
+        own_name.next(summarise)
+        name_error = (
+            sfn.Choice(self, "NameError")
+            .when(sfn.Condition.string_matches("$.failure.error.Error", "States.*"), generic_name)
+            .otherwise(own_name)
+        )
+
+        def reason_from(state_id: str, path: str, comment: str) -> sfn.Pass:
+            state = sfn.Pass(self, state_id, comment=comment, input_path=path, result_path="$.failure.reason")
+            state.next(name_error)
+            return state
+
+        from_job = reason_from(
+            "ReasonFromJob", "$.failure.details.FailureReason", "A failed SageMaker job: its FailureReason"
+        )
+        from_function = reason_from(
+            "ReasonFromFunction", "$.failure.details.errorMessage", "A Lambda error: its message"
+        )
+        from_cause = reason_from("ReasonFromCause", "$.failure.error.Cause", "The cause is already text")
+        from_error = reason_from(
+            "ReasonFromError", "$.failure.error.Error", "No cause: the error name says it"
+        )
+
+        # A failed image build reports the whole build description: name the build and its status.
+        describe_build = sfn.Pass(
+            self,
+            "DescribeFailedBuild",
+            parameters={
+                "text.$": (
+                    "States.Format('CodeBuild build {} ended {}; its log is in CloudWatch Logs', "
+                    "$.failure.details.Build.Id, $.failure.details.Build.BuildStatus)"
+                )
+            },
+            result_path="$.failure.build",
+        )
+        describe_build.next(reason_from("ReasonFromBuild", "$.failure.build.text", "A failed image build"))
+        pick = (
+            sfn.Choice(self, "PickReason")
+            .when(sfn.Condition.is_present("$.failure.details.FailureReason"), from_job)
+            .when(sfn.Condition.is_present("$.failure.details.errorMessage"), from_function)
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.failure.details.Build.Id"),
+                    sfn.Condition.is_present("$.failure.details.Build.BuildStatus"),
+                ),
+                describe_build,
+            )
+            .otherwise(from_cause)
+        )
+        parse = sfn.Pass(
+            self,
+            "ParseCause",
+            comment="A failed .sync job reports its Describe* output, a Lambda its error payload, as JSON",
+            parameters={"details.$": "States.StringToJson($.failure.error.Cause)"},
+            result_path="$.failure.parsed",
+        )
+        # Parse into a scratch field, then lift it: PickReason tests fields of the parsed object.
+        lift = sfn.Pass(
+            self, "KeepParsedCause", input_path="$.failure.parsed.details", result_path="$.failure.details"
+        )
+        parse.next(lift)
+        lift.next(pick)
+        has_cause = sfn.Condition.and_(
+            sfn.Condition.is_present("$.failure.error.Cause"),
+            sfn.Condition.is_string("$.failure.error.Cause"),
+        )
+        return (
+            sfn.Choice(self, "ExplainFailure", comment="Find the human-readable reason of the failure")
+            .when(
+                sfn.Condition.and_(has_cause, sfn.Condition.string_matches("$.failure.error.Cause", "{*")),
+                parse,
+            )
+            .when(has_cause, from_cause)
+            .otherwise(from_error)
+        )
+
+    def _ensure_image(self, lineage: _Lineage) -> sfn.IChainable:
+        build = self._image_build
+        build_image = tasks.CodeBuildStartBuild(
+            self,
+            "BuildImageStep",
+            state_name="BuildImage",
+            comment="Build the container image from the deployed build context and push it to ECR",
+            project=build.project,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            result_selector={"build_id.$": "$.Build.Id", "status.$": "$.Build.BuildStatus"},
+            result_path="$.image_build",
+        )
+        build_image.add_catch(self._failed("BuildImage", build.project.project_name), result_path="$.error")
+        build_image.next(lineage.start)
+
+        find_image = tasks.CallAwsService(
+            self,
+            "FindImageStep",
+            state_name="FindImage",
+            comment="Is the image of this deployment's tag in ECR already?",
+            service="ecr",
+            action="describeImages",
+            iam_action="ecr:DescribeImages",
+            iam_resources=[build.repository.repository_arn],
+            parameters={
+                "RepositoryName": build.repository.repository_name,
+                "ImageIds": [{"ImageTag": build.image_tag}],
+            },
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        find_image.add_catch(build_image, errors=[IMAGE_NOT_FOUND], result_path=sfn.JsonPath.DISCARD)
+        find_image.add_catch(self._failed("FindImage", build.image_uri), result_path="$.error")
+        find_image.next(lineage.start)
+
+        return (
+            sfn.Choice(self, "RebuildRequested", comment="rebuild_image in the input forces a build")
+            .when(sfn.Condition.boolean_equals("$.run.config.rebuild_image", True), build_image)
+            .otherwise(find_image)
+        )
+
+    def _lineage(self) -> _Lineage:
+        """Experiment (one per pipeline) and trial (one per run); both may exist already."""
+        stack = Stack.of(self)
+
+        def create(
+            state_id: str, action: str, arn_type: str, name_key: str, parameters: dict[str, Any]
+        ) -> tuple[tasks.CallAwsService, sfn.Choice]:
+            task = tasks.CallAwsService(
+                self,
+                f"{state_id}Step",
+                state_name=state_id,
+                service="sagemaker",
+                action=action,
+                iam_action=f"sagemaker:{action[0].upper()}{action[1:]}",
+                iam_resources=[
+                    stack.format_arn(
+                        service="sagemaker",
+                        resource=arn_type,
+                        resource_name=f"{self._settings.name_prefix}-{name_key}*",
+                    )
+                ],
+                parameters=parameters,
+                result_path=sfn.JsonPath.DISCARD,
+            )
+            exists = sfn.Choice(self, f"{state_id}Exists", comment="SageMaker refuses a name that exists")
+            task.add_catch(exists, result_path="$.error")
+            exists.otherwise(self._failed(state_id, f"$.run.names.{name_key}"))
+            return task, exists
+
+        experiment, experiment_exists = create(
+            "CreateExperiment",
+            "createExperiment",
+            "experiment",
+            "experiment",
+            {
+                "ExperimentName.$": "$.run.names.experiment",
+                "Description": "Runs of the XGBoost batch-transform pipeline",
+            },
+        )
+        trial, trial_exists = create(
+            "CreateTrial",
+            "createTrial",
+            "experiment-trial",
+            "trial",
+            {"TrialName.$": "$.run.names.trial", "ExperimentName.$": "$.run.names.experiment"},
+        )
+        already = sfn.Condition.string_matches("$.error.Cause", "*already exists*")
+        experiment_exists.when(already, trial)
+        experiment.next(trial)
+        # The chain continues after CreateTrial, or after TrialExists when it already existed.
+        join = sfn.Pass(self, "LineageReady", comment="Experiment and trial exist")
+        trial_exists.when(already, join)
+        trial.next(join)
+        return _Lineage(start=experiment, end=join)
+
+    def _sagemaker_task(self, step: SageMakerStep) -> sfn.CustomState:
+        """One task per job kind, from the request the Prepare step computed, with shared Retry/Catch."""
+        parameters = jobs.state_machine_parameters(
+            step.kind, self._sample_plan, self._sample_settings, requests_path=REQUESTS_PATH
+        )
+        suffix = ".sync" if step.sync else ""
+        state = sfn.CustomState(
+            self,
+            step.state_name,
+            state_json={
+                "Type": "Task",
+                "Comment": f"SageMaker {step.action} from ml.jobs ({step.kind})",
+                "Resource": f"arn:{Aws.PARTITION}:states:::sagemaker:{step.action}{suffix}",
+                "Parameters": parameters,
+                "ResultSelector": dict(step.result),
+                "ResultPath": f"$.{step.kind}",
+            },
+        )
+        state.add_retry(
+            errors=list(THROTTLING_ERRORS),
+            interval=Duration.seconds(10),
+            backoff_rate=2,
+            max_attempts=5,
+            max_delay=Duration.minutes(5),
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        state.add_retry(
+            errors=list(CAPACITY_ERRORS),
+            interval=Duration.minutes(1),
+            backoff_rate=2,
+            max_attempts=6,
+            max_delay=Duration.minutes(30),
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        state.add_catch(self._failed(step.state_name, f"$.run.names.{step.kind}"), result_path="$.error")
+        return state
+
+    def _quality_gate(self) -> sfn.IChainable:
+        storage = self._storage
+        read = tasks.CallAwsService(
+            self,
+            "ReadEvaluationStep",
+            state_name="ReadEvaluation",
+            comment="Load evaluation.json written by the evaluation job",
+            service="s3",
+            action="getObject",
+            iam_action="s3:GetObject",
+            iam_resources=[
+                storage.artifact_bucket.arn_for_objects(f"runs/*/evaluation/{jobs.EVALUATION_FILE}")
+            ],
+            parameters={"Bucket": storage.artifact_bucket.bucket_name, "Key.$": "$.run.uris.evaluation_key"},
+            result_selector={"metrics.$": "States.StringToJson($.Body)"},
+            result_path="$.evaluation",
+        )
+        read.add_catch(self._failed("ReadEvaluation", "$.run.names.evaluation"), result_path="$.error")
+
+        too_low = sfn.Pass(
+            self,
+            "QualityTooLow",
+            parameters={
+                "step": "QualityGate",
+                "job_name.$": "$.run.names.evaluation",
+                "error": {
+                    "Error": "QualityGateFailed",
+                    "Cause.$": (
+                        "States.Format('{} is {}, below the quality threshold {}', "
+                        "$.run.config.quality_metric, $.quality_value, $.run.config.quality_threshold)"
+                    ),
+                },
+            },
+            result_path="$.failure",
+        )
+        too_low.next(self._failure_entry)
+        missing = sfn.Pass(
+            self,
+            "QualityMetricMissing",
+            parameters={
+                "step": "QualityGate",
+                "job_name.$": "$.run.names.evaluation",
+                "error": {
+                    "Error": "QualityMetricMissing",
+                    "Cause.$": (
+                        "States.Format('evaluation.json has no numeric {}; it has {}', "
+                        "$.run.config.quality_metric, States.JsonToString($.evaluation.metrics))"
+                    ),
+                },
+            },
+            result_path="$.failure",
+        )
+        missing.next(self._failure_entry)
+
+        success = self._success()
+        gate = (
+            sfn.Choice(self, "QualityGate", comment="quality_metric >= quality_threshold?")
+            .when(
+                sfn.Condition.number_greater_than_equals_json_path(
+                    "$.quality_value", "$.run.config.quality_threshold"
+                ),
+                success,
+            )
+            .otherwise(too_low)
+        )
+        # Choice paths are static, so the configured metric is copied to $.quality_value first.
+        select = sfn.Choice(
+            self, "SelectQualityMetric", comment="Copy the configured metric to $.quality_value"
+        )
+        for metric in pipeline_input.QUALITY_METRICS:
+            path = f"$.evaluation.metrics.{metric}"
+            copy = sfn.Pass(self, f"Use{metric.capitalize()}", input_path=path, result_path="$.quality_value")
+            copy.next(gate)
+            select.when(
+                sfn.Condition.and_(
+                    sfn.Condition.string_equals("$.run.config.quality_metric", metric),
+                    sfn.Condition.is_present(path),
+                    sfn.Condition.is_numeric(path),
+                ),
+                copy,
+            )
+        select.otherwise(missing)
+        read.next(select)
+        return read
+
+    def _success(self) -> sfn.IChainable:
+        summarise = sfn.Pass(
+            self,
+            "SummariseSuccess",
+            comment="The execution output: run id, metrics, where the results are",
+            parameters={
+                "run_id.$": "$.run.run_id",
+                "evaluation": {
+                    "metrics.$": "$.evaluation.metrics",
+                    "quality_metric.$": "$.run.config.quality_metric",
+                    "quality_value.$": "$.quality_value",
+                    "quality_threshold.$": "$.run.config.quality_threshold",
+                    "report.$": "$.run.uris.evaluation",
+                },
+                "model_name.$": "$.run.names.model",
+                "model_artifact.$": "$.training.model_artifact",
+                "predictions.$": "$.run.uris.transform_output",
+                "jobs.$": "$.run.names",
+                "message.$": (
+                    "States.Format('ML pipeline run {} succeeded: {} = {} (threshold {}). Metrics: {}. "
+                    "Model: {}. Report: {}', $.run.run_id, $.run.config.quality_metric, $.quality_value, "
+                    "$.run.config.quality_threshold, States.JsonToString($.evaluation.metrics), "
+                    "$.run.names.model, $.run.uris.evaluation)"
+                ),
+            },
+        )
+        notify = tasks.SnsPublish(
+            self,
+            "NotifySuccess",
+            topic=self.topic,
+            subject="ML pipeline run succeeded",
+            message=sfn.TaskInput.from_json_path_at("$.message"),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        # The run itself succeeded; a lost notification is logged in the history, not a failure.
+        done = sfn.Succeed(self, "Succeeded")
+        notify.add_catch(done, result_path="$.notification_error")
+        return summarise.next(notify).next(done)
+
+    # ------------------------------------------------------------------------- permissions
+
+    def _grant(self, sagemaker_role: SageMakerExecutionRole, key: kms.IKey) -> None:
+        machine = self.state_machine
+        stack = Stack.of(self)
+        prefix = self._settings.name_prefix
+
+        def sagemaker_arn(arn_type: str, name: str) -> str:
+            return stack.format_arn(service="sagemaker", resource=arn_type, resource_name=name)
+
+        wildcard_resources: list[str] = []
+        for arn_type, actions in _SAGEMAKER_ACTIONS.items():
+            kinds = [s.kind for s in SAGEMAKER_STEPS if s.arn_type == arn_type]
+            names = [f"{prefix}-{jobs.JOB_KINDS[kind]}-*" for kind in kinds]
+            wildcard_resources += [f"{arn_type}/{name}" for name in names]
+            machine.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=[f"sagemaker:{a}" for a in (*actions, "AddTags", "ListTags")],
+                    resources=[sagemaker_arn(arn_type, name) for name in names],
+                )
+            )
+        # Jobs created with an ExperimentConfig join the run's trial as trial components.
+        trial_names = [
+            ("experiment-trial", f"{prefix}-trial-*"),
+            ("experiment-trial-component", f"{prefix}-*"),
+        ]
+        wildcard_resources += [f"{t}/{n}" for t, n in trial_names]
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:AssociateTrialComponent"],
+                resources=[sagemaker_arn(t, n) for t, n in trial_names],
+            )
+        )
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(service="events", resource="rule", resource_name=rule)
+                    for rule in _SYNC_RULES.values()
+                ],
+            )
+        )
+        sagemaker_role.grant_pass_role(machine)
+        # Reading evaluation.json (SSE-KMS) and publishing to the encrypted topic.
+        grant_key_use(key, machine, ("kms:Decrypt", "kms:GenerateDataKey"))
+        topic_key = getattr(self.topic, "master_key", None)
+        if topic_key is not None and topic_key is not key:
+            grant_key_use(topic_key, machine, ("kms:Decrypt", "kms:GenerateDataKey"))
+
+        arn_prefix = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+        lineage = [
+            f"{arn_prefix}experiment/{prefix}-experiment*",
+            f"{arn_prefix}experiment-trial/{prefix}-trial*",
+        ]
+        suppress(
+            machine.role,
+            "AwsSolutions-IAM5",
+            "SageMaker job, model, experiment and trial names are generated per run under the "
+            f"pipeline's '{prefix}-<kind>-' prefix; evaluation.json is read from any run's prefix; "
+            "the Prepare function is invoked by ARN and its versions (':*', added by LambdaInvoke); "
+            "CloudWatch Logs delivery and X-Ray actions accept only '*'.",
+            applies_to=[
+                *(f"Resource::{arn_prefix}{resource}" for resource in wildcard_resources),
+                *(f"Resource::{arn}" for arn in lineage),
+                RegexAppliesTo(
+                    regex=f"/^Resource::.+/runs\\/\\*\\/evaluation\\/{re.escape(jobs.EVALUATION_FILE)}$/"
+                ),
+                RegexAppliesTo(regex="/^Resource::<[A-Za-z0-9]*PrepareFunction[A-F0-9]{8}\\.Arn>:\\*$/"),
+                "Resource::*",
+            ],
+            apply_to_children=True,
+        )
+
+
+@dataclass(frozen=True)
+class _Lineage:
+    start: sfn.IChainable
+    end: sfn.INextable
