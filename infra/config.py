@@ -48,13 +48,16 @@ LOG_RETENTION_DAYS: Mapping[int, logs.RetentionDays] = {
 
 QUALITY_METRICS = ("accuracy", "auc", "f1", "precision", "recall")
 
-_NAME_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")
+# Job names are `<prefix>-<kind>-<run id>` within SageMaker's 63 characters: the run-id budget in
+# ml.pipeline_input assumes a prefix of at most 16 characters.
+_NAME_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
 # SageMaker instance types look like ml.m5.xlarge or ml.g4dn.12xlarge.
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
-# SageMaker limits: training MaxRuntimeInSeconds <= 28 days, processing <= 7 days; volumes 1..16384 GB.
-MAX_RUNTIME_LIMIT_SECONDS = 7 * 24 * 3600
+# SageMaker allows training 28 days and processing 9; the execution input caps runs at 5 days.
+MAX_RUNTIME_LIMIT_SECONDS = 5 * 24 * 3600
+# SageMaker volumes: 1..16384 GB.
 MAX_VOLUME_SIZE_GB = 16384
 
 
@@ -110,7 +113,9 @@ def _instance_type(key: str, value: object) -> str:
 
 
 def _count(key: str, value: object) -> int:
-    return _as_int(key, value, 1, 100)
+    # The same bounds as the execution input (ml.pipeline_input), so a deploy-time default is
+    # always a value a run may also choose.
+    return _as_int(key, value, 1, 20)
 
 
 def _volume(key: str, value: object) -> int:
@@ -147,10 +152,9 @@ def _quality_metric(key: str, value: object) -> str:
 
 _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "name_prefix": lambda k, v: _as_str(
-        k, v, _NAME_PREFIX, "2 to 24 characters: lower-case letters, digits and '-', starting with a letter"
+        k, v, _NAME_PREFIX, "2 to 16 characters: lower-case letters, digits and '-', starting with a letter"
     ),
     "processing_instance_type": _instance_type,
-    "processing_instance_count": _count,
     "processing_volume_size_gb": _volume,
     "training_instance_type": _instance_type,
     "training_instance_count": _count,
@@ -179,7 +183,6 @@ class PipelineSettings:
     name_prefix: str = "xgb-pipeline"
     """Prefix of every physical name (log groups, CodeBuild project, ECR repository)."""
     processing_instance_type: str = "ml.m5.xlarge"
-    processing_instance_count: int = 1
     processing_volume_size_gb: int = 30
     training_instance_type: str = "ml.m5.xlarge"
     training_instance_count: int = 1

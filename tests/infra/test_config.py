@@ -7,7 +7,7 @@ import pytest
 from aws_cdk import App, RemovalPolicy
 from aws_cdk import aws_logs as logs
 
-from infra.config import ConfigError, PipelineSettings
+from infra.config import MAX_RUNTIME_LIMIT_SECONDS, ConfigError, PipelineSettings
 
 
 def settings_from(context: dict[str, Any]) -> PipelineSettings:
@@ -70,10 +70,10 @@ def test_json_typed_values_from_cdk_json() -> None:
     [
         ("name_prefix", "Bad_Prefix", "lower-case letters"),
         ("training_instance_type", "m5.xlarge", "SageMaker instance type"),
-        ("processing_instance_count", "0", "integer between 1 and 100"),
-        ("training_instance_count", True, "integer between 1 and 100"),
+        ("transform_instance_count", "0", "integer between 1 and 20"),
+        ("training_instance_count", True, "integer between 1 and 20"),
         ("training_volume_size_gb", "20000", "integer between 1 and 16384"),
-        ("max_runtime_seconds", "ten", "integer between 60 and 604800"),
+        ("max_runtime_seconds", "ten", "integer between 60 and 432000"),
         ("log_retention_days", "31", "one of the CloudWatch Logs retention periods"),
         ("artifact_retention_days", "0", "integer between 1 and 3650"),
         ("removal_policy", "snapshot", "'retain' or 'destroy'"),
@@ -103,3 +103,30 @@ def test_settings_are_frozen_and_keys_match_fields() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.name_prefix = "other"  # type: ignore[misc]
     assert set(PipelineSettings.context_keys()) == {f.name for f in dataclasses.fields(PipelineSettings)}
+
+
+def test_the_widest_deploy_settings_are_valid_run_inputs() -> None:
+    """Every value the CDK context accepts must also be accepted by the Prepare step, which
+    validates each run's input against the same defaults."""
+    from infra.pipeline import deploy_defaults
+    from ml import jobs
+    from ml.pipeline_input import plan_run
+
+    widest = PipelineSettings(
+        name_prefix="p" * 16,
+        training_instance_count=20,
+        transform_instance_count=20,
+        max_runtime_seconds=MAX_RUNTIME_LIMIT_SECONDS,
+        quality_threshold=1.0,
+    )
+    settings = jobs.DeploySettings(
+        name_prefix=widest.name_prefix,
+        role_arn="arn:aws:iam::123456789012:role/sm",
+        image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:tag",
+        data_bucket="data",
+        artifact_bucket="artifacts",
+        defaults=deploy_defaults(widest),
+    )
+    plan = plan_run({}, "x" * 80, settings)
+    assert plan.config["training_instance_count"] == 20
+    assert all(len(name) <= 63 for kind, name in plan.names.items() if kind not in ("experiment", "trial"))
