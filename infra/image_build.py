@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import Duration, IgnoreMode, Names, RemovalPolicy
+from aws_cdk import Duration, IgnoreMode, RemovalPolicy
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
@@ -20,7 +20,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from infra.nag import suppress
-from infra.policies import allow_log_group_encryption, grant_key_use
+from infra.policies import encrypted_log_group, grant_key_use, unique_log_group_name
 
 DEFAULT_CONTEXT_ENTRIES: tuple[str, ...] = ("container", "ml", "requirements-ml.txt", "pyproject.toml")
 DEFAULT_BUILDSPEC = "container/buildspec.yml"
@@ -126,16 +126,13 @@ class ContainerImageBuild(Construct):
         )
         self.image_uri: str = self.repository.repository_uri_for_tag(self.image_tag)
 
-        # A concrete name (not a CloudFormation-generated one) so the key policy can name the log
-        # group without a dependency cycle between the key and the log group.
-        log_group_name = "/aws/codebuild/" + Names.unique_resource_name(self, max_length=200, separator="-")
-        allow_log_group_encryption(encryption_key, self, log_group_name)
-        self.log_group = logs.LogGroup(
+        log_group_name = unique_log_group_name(self, "/aws/codebuild/")
+        self.log_group = encrypted_log_group(
             self,
             "Logs",
             log_group_name=log_group_name,
+            key=encryption_key,
             retention=log_retention,
-            encryption_key=encryption_key,
             removal_policy=removal_policy,
         )
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, Aws, Stack
+from aws_cdk import ArnFormat, Aws, Names, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from constructs import IConstruct
+from aws_cdk import aws_logs as logs
+from constructs import Construct, IConstruct
 
 # Reading an SSE-KMS object needs Decrypt; writing one needs GenerateDataKey (and Decrypt again for
 # multipart uploads, which S3 uses for large objects).
@@ -67,3 +68,33 @@ def allow_log_group_encryption(key: kms.IKey, scope: IConstruct, log_group_name:
         },
     )
     return key.add_to_resource_policy(statement).statement_added
+
+
+def unique_log_group_name(scope: IConstruct, prefix: str) -> str:
+    """A concrete log group name, ``<prefix><unique id of scope>``.
+
+    Concrete (not CloudFormation-generated) so the key policy and IAM statements can name the log
+    group without a dependency cycle between the key and the log group.
+    """
+    return prefix + Names.unique_resource_name(scope, max_length=200, separator="-")
+
+
+def encrypted_log_group(
+    scope: Construct,
+    construct_id: str,
+    *,
+    log_group_name: str,
+    key: kms.IKey,
+    retention: logs.RetentionDays,
+    removal_policy: RemovalPolicy,
+) -> logs.LogGroup:
+    """A log group encrypted with ``key``, whose policy lets CloudWatch Logs use it for this group."""
+    allow_log_group_encryption(key, scope, log_group_name)
+    return logs.LogGroup(
+        scope,
+        construct_id,
+        log_group_name=log_group_name,
+        retention=retention,
+        encryption_key=key,
+        removal_policy=removal_policy,
+    )

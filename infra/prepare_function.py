@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, IgnoreMode, Names, RemovalPolicy, Stack
+from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -20,7 +20,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.nag import suppress
-from infra.policies import allow_log_group_encryption, grant_key_use, log_group_arn
+from infra.policies import encrypted_log_group, grant_key_use, log_group_arn, unique_log_group_name
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "ml.pipeline_input.handler"
@@ -111,15 +111,13 @@ class PrepareFunction(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        # A fixed name lets the key policy name the log group without a key <-> log group cycle.
-        log_group_name = "/aws/lambda/" + Names.unique_resource_name(self, max_length=200, separator="-")
-        allow_log_group_encryption(key, self, log_group_name)
-        self.log_group = logs.LogGroup(
+        log_group_name = unique_log_group_name(self, "/aws/lambda/")
+        self.log_group = encrypted_log_group(
             self,
             "Logs",
             log_group_name=log_group_name,
+            key=key,
             retention=log_retention,
-            encryption_key=key,
             removal_policy=removal_policy,
         )
         # Our own role: the default one carries the AWSLambdaBasicExecutionRole managed policy,
