@@ -26,7 +26,7 @@ from typing import Final
 
 import numpy as np
 
-from ml.sagemaker.environment import ResourceConfig
+from ml.sagemaker.environment import ResourceConfig, int_from_env
 
 __all__ = [
     "HOST_ADDRESSES_ENV",
@@ -102,16 +102,7 @@ def resolve_host(host: str, *, env: Mapping[str, str] | None = None, timeout: fl
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ClusterError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ClusterError(f"{name}={value} must be positive")
-    return value
+    return int_from_env(env, name, default, 1, 2**31 - 1, error=ClusterError)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "ResourceConfig",
     "SageMakerPaths",
+    "int_from_env",
     "read_hyperparameters",
     "read_input_data_config",
     "read_resource_config",
@@ -216,3 +218,26 @@ def read_resource_config(paths: SageMakerPaths) -> ResourceConfig:
     if current not in hosts:
         raise ConfigError(f"resource config {file}: current_host {current!r} is not among hosts {hosts}")
     return ResourceConfig(current_host=current, hosts=tuple(hosts))
+
+
+def int_from_env(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    minimum: int,
+    maximum: int,
+    *,
+    error: type[Exception] = ValueError,
+) -> int:
+    """An integer setting from the environment, `default` when unset; `error` names the variable,
+    the bad value and the allowed range."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise error(f"{name}={raw!r} is not an integer (allowed: {minimum}..{maximum})") from None
+    if not minimum <= value <= maximum:
+        raise error(f"{name}={value} is out of range (allowed: {minimum}..{maximum})")
+    return value

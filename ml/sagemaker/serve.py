@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from gunicorn.app.base import BaseApplication
 
-from ml.sagemaker.environment import SageMakerPaths
+from ml.sagemaker.environment import SageMakerPaths, int_from_env
 from ml.sagemaker.server import ModelServer
 
 __all__ = ["ServeSettings", "SettingsError", "gunicorn_options", "main"]
@@ -58,16 +58,7 @@ def _usable_cpus() -> int:
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer (allowed: {minimum}..{maximum})") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"{name}={value} is out of range (allowed: {minimum}..{maximum})")
-    return value
+    return int_from_env(env, name, default, minimum, maximum, error=SettingsError)
 
 
 @dataclass(frozen=True)
