@@ -11,7 +11,12 @@ Flow (docs/running.md describes it for operators)::
             -> CreateExperiment -> CreateTrial -> Preprocessing -> Training -> CreateModel
             -> Transform -> Evaluation -> ReadEvaluation -> QualityGate -> NotifySuccess
 
-Any failure is caught, turned into a readable message (SageMaker's FailureReason, the Prepare
+A job SageMaker accepted and then failed for capacity or an internal error (FailureReason
+matching `ml.jobs.RELAUNCH_FAILURE_PATTERNS`) is relaunched under `<name>-r<attempt>` after a
+wait, up to `ml.jobs.MAX_JOB_LAUNCHES` launches (`_relaunch`); the run state keeps the current
+launch of each job at `$.run.attempts.<kind>`.
+
+Any other failure is caught, turned into a readable message (SageMaker's FailureReason, the Prepare
 step's validation message, or the quality-gate verdict), published to the SNS topic, and ends in
 the `PipelineFailed` Fail state with the same error and message.
 """
@@ -44,6 +49,15 @@ from infra.storage import PipelineStorage
 from ml import jobs, pipeline_input
 
 REQUESTS_PATH: Final[str] = "$.run.requests"
+# `ml.pipeline_input.prepare` writes the first launch of each relaunchable job here.
+ATTEMPTS_PATH: Final[str] = "$.run.attempts"
+# Request fields whose value is only known while the execution runs: a relaunched training job
+# writes its model under its own name, so the model takes the artefact the Training task
+# reported (its ResultSelector keeps it at $.training.model_artifact), not the one Prepare derived
+# from the first training job's name. (Job names are overridden per relaunchable kind.)
+PARAMETER_OVERRIDES: Final[dict[str, dict[str, str]]] = {
+    "model": {"PrimaryContainer.ModelDataUrl": "$.training.model_artifact"},
+}
 DEFAULT_TIMEOUT: Final[Duration] = Duration.hours(48)
 
 
@@ -521,9 +535,28 @@ class PipelineStateMachine(Construct):
         return _Lineage(start=experiment, end=join)
 
     def _sagemaker_task(self, step: SageMakerStep) -> sfn.CustomState:
-        """One task per job kind, from the request the Prepare step computed, with shared Retry/Catch."""
+        """One task per job kind, from the request the Prepare step computed, with shared Retry/Catch.
+
+        A relaunchable job is named from its current launch record (`$.run.attempts.<kind>.name`)
+        and its failures go through `_relaunch` first.
+        """
+        relaunchable = step.kind in jobs.RELAUNCHABLE_JOBS
+        if relaunchable and not step.sync:
+            raise ValueError(
+                f"{step.state_name}: only a .sync task sees its job fail, so only .sync jobs can be "
+                "relaunched; remove its kind from ml.jobs.RELAUNCHABLE_JOBS or make the step .sync"
+            )
+        overrides = dict(PARAMETER_OVERRIDES.get(step.kind, {}))
+        job_name_path = f"$.run.names.{step.kind}"
+        if relaunchable:
+            job_name_path = f"{ATTEMPTS_PATH}.{step.kind}.name"
+            overrides[jobs.JOB_NAME_KEYS[step.kind]] = job_name_path
         parameters = jobs.state_machine_parameters(
-            step.kind, self._sample_plan, self._sample_settings, requests_path=REQUESTS_PATH
+            step.kind,
+            self._sample_plan,
+            self._sample_settings,
+            requests_path=REQUESTS_PATH,
+            overrides=overrides,
         )
         suffix = ".sync" if step.sync else ""
         state = sfn.CustomState(
@@ -554,8 +587,87 @@ class PipelineStateMachine(Construct):
             max_delay=Duration.minutes(30),
             jitter_strategy=sfn.JitterType.FULL,
         )
-        state.add_catch(self._failed(step.state_name, f"$.run.names.{step.kind}"), result_path="$.error")
+        # The notification names the launch that failed.
+        failed = self._failed(step.state_name, job_name_path)
+        if relaunchable:
+            state.add_catch(
+                self._relaunch(step, state, failed), errors=["States.TaskFailed"], result_path="$.error"
+            )
+        state.add_catch(failed, result_path="$.error")
         return state
+
+    def _relaunch(self, step: SageMakerStep, task: sfn.CustomState, failed: sfn.IChainable) -> sfn.IChainable:
+        """States.TaskFailed of a .sync job -> relaunch it under a new name, or fail the run.
+
+        The task failed because its job ended Failed or Stopped; the Cause is the job's Describe*
+        output. When its FailureReason is SageMaker's capacity or internal error and launches are
+        left, the next launch record (attempt, `<name>-r<attempt>`, wait) replaces the current one,
+        the run waits and the task runs again, named from the new record. Anything else goes to
+        the failure chain unchanged (`$.error` still holds the task's error).
+        """
+        if len(jobs.RELAUNCH_WAIT_SECONDS) != jobs.MAX_JOB_LAUNCHES - 1:
+            raise ValueError(
+                f"ml.jobs.RELAUNCH_WAIT_SECONDS needs one wait per relaunch "
+                f"({jobs.MAX_JOB_LAUNCHES - 1}), has {len(jobs.RELAUNCH_WAIT_SECONDS)}"
+            )
+        name, record = step.state_name, f"{ATTEMPTS_PATH}.{step.kind}"
+        wait = sfn.Wait(
+            self,
+            f"{name}WaitBeforeRelaunch",
+            comment="Give SageMaker time to find capacity or recover",
+            time=sfn.WaitTime.seconds_path(f"{record}.wait_seconds"),
+        )
+        wait.next(task)
+        next_attempt = f"States.MathAdd({record}.attempt, 1)"
+        waits = ", ".join(str(seconds) for seconds in jobs.RELAUNCH_WAIT_SECONDS)
+        reason = f"{record}.failed.FailureReason"
+        next_launch = sfn.Pass(
+            self,
+            f"{name}NextLaunch",
+            comment="The next launch: attempt + 1, a new job name (the failed one stays taken), its wait",
+            parameters={
+                "attempt.$": next_attempt,
+                "name.$": f"States.Format('{jobs.RELAUNCH_NAME_FORMAT}', $.run.names.{step.kind}, {next_attempt})",
+                "wait_seconds.$": f"States.ArrayGetItem(States.Array({waits}), {record}.attempt)",
+                "previous_failure.$": reason,
+            },
+            result_path=record,
+        )
+        next_launch.next(wait)
+        matches = [
+            sfn.Condition.string_matches(reason, pattern) for pattern in jobs.RELAUNCH_FAILURE_PATTERNS
+        ]
+        decide = sfn.Choice(
+            self, f"{name}CanRelaunch", comment="SageMaker's capacity or internal error, and launches left?"
+        )
+        # Rules are tried in order and a comparison on a missing path fails the execution: the
+        # presence and type tests come first, as rules of their own (a Stopped job has no reason).
+        for missing_or_not_text in _absent_or_not_string(reason):
+            decide.when(missing_or_not_text, failed)
+        decide.when(
+            sfn.Condition.and_(
+                matches[0] if len(matches) == 1 else sfn.Condition.or_(*matches),
+                sfn.Condition.number_less_than(f"{record}.attempt", jobs.MAX_JOB_LAUNCHES - 1),
+            ),
+            next_launch,
+        ).otherwise(failed)
+        # The parsed Describe* output goes into the launch record, which the next launch replaces.
+        read = sfn.Pass(
+            self,
+            f"{name}ReadFailure",
+            comment="The failed job's Describe* output, parsed, next to its launch record",
+            parameters={
+                "attempt.$": f"{record}.attempt",
+                "name.$": f"{record}.name",
+                "failed.$": "States.StringToJson($.error.Cause)",
+            },
+            result_path=record,
+        )
+        read.next(decide)
+        job_failed = sfn.Choice(self, f"{name}JobFailed", comment="Is the cause a job description (JSON)?")
+        for missing_or_not_text in _absent_or_not_string("$.error.Cause"):
+            job_failed.when(missing_or_not_text, failed)
+        return job_failed.when(sfn.Condition.string_matches("$.error.Cause", "{*"), read).otherwise(failed)
 
     def _quality_gate(self) -> sfn.IChainable:
         storage = self._storage
@@ -660,6 +772,8 @@ class PipelineStateMachine(Construct):
                 "model_artifact.$": "$.training.model_artifact",
                 "predictions.$": "$.run.uris.transform_output",
                 "jobs.$": "$.run.names",
+                # The launch that produced each result: a relaunched job has its `-r<k>` name here.
+                "launches.$": ATTEMPTS_PATH,
                 "message.$": (
                     "States.Format('ML pipeline run {} succeeded: {} = {} (threshold {}). Metrics: {}. "
                     "Model: {}. Report: {}', $.run.run_id, $.run.config.quality_metric, $.quality_value, "
@@ -753,6 +867,14 @@ class PipelineStateMachine(Construct):
             ],
             apply_to_children=True,
         )
+
+
+def _absent_or_not_string(path: str) -> tuple[sfn.Condition, sfn.Condition]:
+    """Choice rules, to be placed before any comparison on `path`, catching what it cannot compare."""
+    return (
+        sfn.Condition.not_(sfn.Condition.is_present(path)),
+        sfn.Condition.not_(sfn.Condition.is_string(path)),
+    )
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,52 @@ JOB_KINDS: Final[dict[str, str]] = {
 # What the state machine runs; `explore` is a local-only convenience.
 PIPELINE_JOBS: Final[tuple[str, ...]] = ("preprocessing", "training", "model", "transform", "evaluation")
 
+# The request key that names each job; the state machine renames a relaunched job through it.
+JOB_NAME_KEYS: Final[dict[str, str]] = {
+    "explore": "ProcessingJobName",
+    "preprocessing": "ProcessingJobName",
+    "training": "TrainingJobName",
+    "model": "ModelName",
+    "transform": "TransformJobName",
+    "evaluation": "ProcessingJobName",
+}
+
+# Relaunching a job that SageMaker accepted and that then failed for a reason of SageMaker's own
+# (no capacity for the instance type, an internal error). SageMaker keeps the failed job's name,
+# so the state machine relaunches it as `<name>-r<attempt>` (RELAUNCH_NAME_FORMAT, in Python
+# `str.format` and ASL `States.Format` alike) after a wait. API errors at create time are retried
+# by the tasks' Retry blocks instead; container errors (AlgorithmError, ClientError) never
+# relaunch: the same code on the same data would fail again.
+RELAUNCHABLE_JOBS: Final[tuple[str, ...]] = ("preprocessing", "training", "transform", "evaluation")
+MAX_JOB_LAUNCHES: Final[int] = 3  # the first launch and up to two relaunches
+# Wait before relaunch k (1-based) is RELAUNCH_WAIT_SECONDS[k - 1]: capacity comes back in minutes.
+RELAUNCH_WAIT_SECONDS: Final[tuple[int, ...]] = (60, 300)
+RELAUNCH_NAME_FORMAT: Final[str] = "{}-r{}"
+# Step Functions `StringMatches` patterns (`*` is the only wildcard) on a failed job's
+# FailureReason. SageMaker starts these reasons with the error type, so anchoring them at the
+# start keeps a container message that merely mentions the words from relaunching.
+RELAUNCH_FAILURE_PATTERNS: Final[tuple[str, ...]] = (
+    "CapacityError*",  # "CapacityError: Unable to provision requested ML compute capacity. ..."
+    "InsufficientInstanceCapacity*",  # EC2's capacity error, passed on by SageMaker
+    "InternalServerError*",  # "InternalServerError: We encountered an internal error. ..."
+)
+# SageMaker's own in-place retry of a training job after an InternalServerError (1-30 allowed):
+# cheaper than a relaunch because the job keeps its name, output location and lineage.
+TRAINING_RETRY_ATTEMPTS: Final[int] = 2
+
+
+def relaunch_name(name: str, attempt: int) -> str:
+    """The job name of relaunch `attempt` (1-based) of the job first launched as `name`."""
+    if not 1 <= attempt < MAX_JOB_LAUNCHES:
+        raise ValueError(f"relaunch attempt must be in [1, {MAX_JOB_LAUNCHES - 1}], got {attempt}")
+    return RELAUNCH_NAME_FORMAT.format(name, attempt)
+
+
+def relaunch_suffix_length() -> int:
+    """Characters a relaunch adds to a job name at most: what job names must leave free."""
+    return len(relaunch_name("", MAX_JOB_LAUNCHES - 1))
+
+
 TRIAL_COMPONENT_NAMES: Final[dict[str, str]] = {
     "explore": "Exploration",
     "preprocessing": "Preprocessing",
@@ -324,6 +370,7 @@ def training_job(plan: RunPlan, settings: DeploySettings) -> dict[str, Any]:
             **_kms(settings, "VolumeKmsKeyId"),
         },
         "StoppingCondition": stopping,
+        "RetryStrategy": {"MaximumRetryAttempts": TRAINING_RETRY_ATTEMPTS},
         "EnableManagedSpotTraining": config["spot_training"],
         # Spot interruptions resume from here (the container checkpoints on SIGTERM).
         "CheckpointConfig": {"S3Uri": plan.uris["checkpoints"], "LocalPath": CHECKPOINT_PATH},
@@ -396,13 +443,62 @@ def build_requests(plan: RunPlan, settings: DeploySettings) -> dict[str, dict[st
 
 
 def state_machine_parameters(
-    kind: str, plan: RunPlan, settings: DeploySettings, *, requests_path: str
-) -> dict[str, str]:
+    kind: str,
+    plan: RunPlan,
+    settings: DeploySettings,
+    *,
+    requests_path: str,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """ASL `Parameters` passing the prepared request of `kind` on, key by key.
 
     `plan` and `settings` may be any valid sample: each builder emits the same top-level keys for
     every configuration (a test holds it to that), which is what makes this static rendering
     valid for every run.
+
+    `overrides` maps a request field to the JSONPath the task reads instead of the prepared
+    value, for values only known while the execution runs (a relaunched job's name, the model
+    artefact of the training job that actually succeeded). A field is a top-level key
+    (`"TrainingJobName"`) or a dotted path into an object of the request
+    (`"PrimaryContainer.ModelDataUrl"`); the objects on such a path are then passed on key by
+    key too, so their keys must also be the same for every configuration. An override of a field
+    the request does not have raises ValueError: a misspelt one would otherwise silently add a
+    parameter SageMaker rejects at run time.
     """
     request = BUILDERS[kind](plan, settings)
-    return {f"{key}.$": f"{requests_path}.{kind}.{key}" for key in request}
+    tree: dict[str, Any] = {}
+    for field_path, json_path in (overrides or {}).items():
+        *parents, leaf = field_path.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict) or leaf in node:
+            raise ValueError(
+                f"conflicting overrides of {kind!r} at {field_path!r}: a field and a field inside it "
+                "cannot both be overridden"
+            )
+        node[leaf] = json_path
+    return _bind(request, tree, f"{requests_path}.{kind}", kind)
+
+
+def _bind(request: Mapping[str, Any], overrides: Mapping[str, Any], path: str, kind: str) -> dict[str, Any]:
+    unknown = sorted(set(overrides) - set(request))
+    if unknown:
+        raise ValueError(
+            f"override of {kind!r} names {unknown} under {path}, which the request does not have; "
+            f"its fields there are {sorted(request)}"
+        )
+    parameters: dict[str, Any] = {}
+    for key, value in request.items():
+        override = overrides.get(key)
+        if override is None:
+            parameters[f"{key}.$"] = f"{path}.{key}"
+        elif isinstance(override, str):
+            parameters[f"{key}.$"] = override
+        elif isinstance(value, Mapping):
+            parameters[key] = _bind(value, override, f"{path}.{key}", kind)
+        else:
+            raise ValueError(f"override of {kind!r} descends into {path}.{key}, which is not an object")
+    return parameters

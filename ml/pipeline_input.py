@@ -219,14 +219,16 @@ def validate_input(raw: Any, defaults: Mapping[str, Any] | None = None) -> dict[
 
 
 def run_id_for(execution_name: str, name_prefix: str) -> str:
-    """A run id that is valid inside every job name and unique per execution name.
+    """A run id that is valid inside every job name, relaunch names included, and unique per
+    execution name.
 
     Execution names are unique per state machine, so job names derived from the run id never
     collide with an earlier run. A name that had to be shortened or changed gets a hash of the
     original, so two different names never map to the same run id.
     """
     longest_kind = max(len(tag) for tag in jobs.JOB_KINDS.values())
-    budget = MAX_JOB_NAME - len(name_prefix) - longest_kind - 2
+    # `<prefix>-<kind>-<run id>`, plus the suffix of the last relaunch (`-r2`).
+    budget = MAX_JOB_NAME - len(name_prefix) - longest_kind - 2 - jobs.relaunch_suffix_length()
     cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]", "-", execution_name.lower())).strip("-") or "run"
     if cleaned == execution_name and len(cleaned) <= budget:
         return cleaned
@@ -260,6 +262,15 @@ def plan_run(execution_input: Any, execution_name: str, settings: jobs.DeploySet
     return jobs.RunPlan(run_id=run_id, config=config, names=names, uris=uris)
 
 
+def first_attempts(names: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The launch record of each relaunchable job before its first launch.
+
+    The state machine names the job from `name` and, when SageMaker fails it for capacity or an
+    internal error, replaces the record with the next attempt's (`ml.jobs.relaunch_name`).
+    """
+    return {kind: {"attempt": 0, "name": names[kind]} for kind in jobs.RELAUNCHABLE_JOBS}
+
+
 def prepare(execution_input: Any, execution_name: str, settings: jobs.DeploySettings) -> dict[str, Any]:
     """The run state the state machine keeps under `$.run`."""
     plan = plan_run(execution_input, execution_name, settings)
@@ -269,6 +280,7 @@ def prepare(execution_input: Any, execution_name: str, settings: jobs.DeploySett
         "names": dict(plan.names),
         "uris": dict(plan.uris),
         "requests": jobs.build_requests(plan, settings),
+        "attempts": first_attempts(plan.names),
     }
 
 

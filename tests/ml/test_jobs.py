@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Any
 
@@ -129,6 +130,129 @@ def test_state_machine_parameters_pass_each_key_on() -> None:
     parameters = jobs.state_machine_parameters("transform", plan, SETTINGS, requests_path="$.run.requests")
     assert parameters["TransformJobName.$"] == "$.run.requests.transform.TransformJobName"
     assert len(parameters) == len(jobs.transform_job(plan, SETTINGS))
+
+
+def test_state_machine_parameters_overrides_replace_top_level_and_nested_fields() -> None:
+    plan = plan_run({}, "sample", SETTINGS)
+    parameters = jobs.state_machine_parameters(
+        "model",
+        plan,
+        SETTINGS,
+        requests_path="$.run.requests",
+        overrides={
+            "ModelName": "$.names.model",
+            "PrimaryContainer.ModelDataUrl": "$.training.model_artifact",
+        },
+    )
+    request = jobs.model_request(plan, SETTINGS)
+    assert parameters["ModelName.$"] == "$.names.model"
+    assert "PrimaryContainer.$" not in parameters
+    assert parameters["PrimaryContainer"] == {
+        "Image.$": "$.run.requests.model.PrimaryContainer.Image",
+        "ModelDataUrl.$": "$.training.model_artifact",
+        "Environment.$": "$.run.requests.model.PrimaryContainer.Environment",
+    }
+    assert set(parameters["PrimaryContainer"]) == {f"{key}.$" for key in request["PrimaryContainer"]}
+    untouched = {k: v for k, v in parameters.items() if k not in ("ModelName.$", "PrimaryContainer")}
+    assert untouched == {
+        f"{key}.$": f"$.run.requests.model.{key}"
+        for key in request
+        if key not in ("ModelName", "PrimaryContainer")
+    }
+
+
+def test_rendered_parameters_with_overrides_are_the_same_for_every_configuration() -> None:
+    """Overrides descend into objects, whose keys must then be as stable as the top-level ones."""
+    overrides = {
+        "model": {"PrimaryContainer.ModelDataUrl": "$.training.model_artifact"},
+        **{
+            kind: {jobs.JOB_NAME_KEYS[kind]: f"$.run.attempts.{kind}.name"} for kind in jobs.RELAUNCHABLE_JOBS
+        },
+    }
+    rendered = [
+        {
+            kind: jobs.state_machine_parameters(
+                kind,
+                plan_run(configuration, "run-1", SETTINGS),
+                SETTINGS,
+                requests_path="$.run.requests",
+                overrides=overrides.get(kind),
+            )
+            for kind in jobs.PIPELINE_JOBS
+        }
+        for configuration in CONFIGURATIONS
+    ]
+    assert all(parameters == rendered[0] for parameters in rendered)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ModelNmae": "$.x"}, r"names \['ModelNmae'\] under \$.r.model, which the request does not have"),
+        ({"PrimaryContainer.Imgae": "$.x"}, r"names \['Imgae'\] under \$.r.model.PrimaryContainer"),
+        ({"ModelName.Inner": "$.x"}, "descends into .*ModelName, which is not an object"),
+        (
+            {"PrimaryContainer": "$.x", "PrimaryContainer.Image": "$.y"},
+            "conflicting overrides of 'model' at 'PrimaryContainer.Image'",
+        ),
+        (
+            {"PrimaryContainer.Image": "$.y", "PrimaryContainer": "$.x"},
+            "conflicting overrides of 'model' at 'PrimaryContainer'",
+        ),
+    ],
+)
+def test_state_machine_parameters_refuse_overrides_of_fields_the_request_lacks(
+    overrides: dict[str, str], message: str
+) -> None:
+    plan = plan_run({}, "sample", SETTINGS)
+    with pytest.raises(ValueError, match=message):
+        jobs.state_machine_parameters("model", plan, SETTINGS, requests_path="$.r", overrides=overrides)
+
+
+def test_training_asks_sagemaker_to_retry_internal_errors_in_place() -> None:
+    for configuration in CONFIGURATIONS:
+        training = requests_for(configuration)["training"]
+        assert training["RetryStrategy"] == {"MaximumRetryAttempts": jobs.TRAINING_RETRY_ATTEMPTS}
+    # SageMaker accepts 1 to 30 attempts.
+    assert 1 <= jobs.TRAINING_RETRY_ATTEMPTS <= 30
+
+
+def test_relaunch_plan_is_consistent() -> None:
+    assert len(jobs.RELAUNCH_WAIT_SECONDS) == jobs.MAX_JOB_LAUNCHES - 1
+    assert all(seconds > 0 for seconds in jobs.RELAUNCH_WAIT_SECONDS)
+    assert list(jobs.RELAUNCH_WAIT_SECONDS) == sorted(jobs.RELAUNCH_WAIT_SECONDS)  # backoff
+    assert set(jobs.RELAUNCHABLE_JOBS) <= set(jobs.PIPELINE_JOBS) - {"model"}
+    assert jobs.relaunch_name("xgb-train-run-1", 1) == "xgb-train-run-1-r1"
+    assert jobs.relaunch_suffix_length() == len("-r2")
+    for attempt in (0, jobs.MAX_JOB_LAUNCHES):
+        with pytest.raises(ValueError, match="relaunch attempt must be in"):
+            jobs.relaunch_name("x", attempt)
+    requests = requests_for({})
+    for kind, key in jobs.JOB_NAME_KEYS.items():
+        assert requests[kind][key] == plan_run({}, "run-1", SETTINGS).names[kind]
+
+
+@pytest.mark.parametrize(
+    ("reason", "relaunched"),
+    [
+        (
+            "CapacityError: Unable to provision requested ML compute capacity. "
+            "Please retry using a different ML instance type.",
+            True,
+        ),
+        ("InsufficientInstanceCapacity: We currently do not have sufficient ml.p3.2xlarge capacity", True),
+        ("InternalServerError: We encountered an internal error. Please try again.", True),
+        ("AlgorithmError: ExecuteUserScriptError: num_round must be >= 1", False),
+        ("AlgorithmError: upstream said InternalServerError: try again", False),
+        ("ClientError: row 12 has 22 values, expected 23", False),
+        ("", False),
+    ],
+)
+def test_relaunch_patterns_select_sagemakers_own_failures(reason: str, relaunched: bool) -> None:
+    """StringMatches has `*` as its only wildcard, which is what fnmatch does with these patterns."""
+    assert not any(ch in pattern for pattern in jobs.RELAUNCH_FAILURE_PATTERNS for ch in "?[]\\")
+    matched = any(fnmatch.fnmatchcase(reason, pattern) for pattern in jobs.RELAUNCH_FAILURE_PATTERNS)
+    assert matched is relaunched
 
 
 def test_deploy_settings_round_trip_and_reject_unknown_keys() -> None:

@@ -137,10 +137,34 @@ def test_input_must_be_an_object() -> None:
 )
 def test_job_names_are_valid_for_any_execution_name(execution_name: str) -> None:
     run_id = run_id_for(execution_name, "pipeline-prefix1")
-    for kind, name in job_names(run_id, "pipeline-prefix1").items():
+    names = job_names(run_id, "pipeline-prefix1")
+    for kind, name in names.items():
         limit = 120 if kind in ("experiment", "trial") else 63
         assert len(name) <= limit, name
         assert JOB_NAME.match(name), name
+    # A relaunched job is renamed `<name>-r<attempt>`: those names must be valid too.
+    for kind in jobs.RELAUNCHABLE_JOBS:
+        for attempt in range(1, jobs.MAX_JOB_LAUNCHES):
+            relaunched = jobs.relaunch_name(names[kind], attempt)
+            assert len(relaunched) <= 63 and JOB_NAME.match(relaunched), relaunched
+
+
+def test_longest_kept_execution_name_leaves_room_for_the_last_relaunch() -> None:
+    prefix = "pipeline-prefix1"
+    longest_tag = max(jobs.JOB_KINDS.values(), key=len)
+    budget = 63 - len(f"{prefix}-{longest_tag}-") - jobs.relaunch_suffix_length()
+    assert run_id_for("a" * budget, prefix) == "a" * budget
+    shortened = run_id_for("a" * (budget + 1), prefix)
+    assert shortened != "a" * (budget + 1) and len(shortened) <= budget
+
+
+def test_prepare_records_the_first_launch_of_each_relaunchable_job() -> None:
+    state = prepare({}, "exec-1", SETTINGS)
+    assert state["attempts"] == {
+        kind: {"attempt": 0, "name": state["names"][kind]} for kind in jobs.RELAUNCHABLE_JOBS
+    }
+    for kind, record in state["attempts"].items():
+        assert state["requests"][kind][jobs.JOB_NAME_KEYS[kind]] == record["name"]
 
 
 def test_run_ids_do_not_collide() -> None:

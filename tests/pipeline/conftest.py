@@ -25,7 +25,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from tests.support import moto_sfn_codebuild, moto_sfn_sagemaker
 from tests.support.cfn_resolve import api_case, concrete_asl, resolver, resources_of_type
-from tests.support.moto_sfn_extras import RetryClock
+from tests.support.moto_sfn_extras import RetryClock, WaitClock
 from tests.support.sfn_harness import (
     MOTO_CONFIG,
     REGION,
@@ -116,8 +116,8 @@ def pipeline(synthesized: Synthesized) -> Iterator[PipelineEnv]:
     install_all(retry_scale=0.0)
     moto_sfn_sagemaker.reset()
     moto_sfn_codebuild.reset()
-    moto_sfn_codebuild.reset()
     RetryClock.reset()
+    WaitClock.reset()
     template, asl = synthesized.template, synthesized.asl
     resolve = resolver(template)
     with mock_aws(config=MOTO_CONFIG):

@@ -114,7 +114,18 @@ def test_each_sagemaker_task_passes_on_its_prepared_request(synthesized):
     )
     for state_name, kind in SAGEMAKER_STATES.items():
         state = synthesized.asl["States"][state_name]
-        expected = {f"{key}.$": f"$.run.requests.{kind}.{key}" for key in requests[kind]}
+        expected: dict[str, Any] = {f"{key}.$": f"$.run.requests.{kind}.{key}" for key in requests[kind]}
+        if kind in jobs.RELAUNCHABLE_JOBS:
+            # A relaunch renames the job: the name comes from the current launch record.
+            expected[f"{jobs.JOB_NAME_KEYS[kind]}.$"] = f"$.run.attempts.{kind}.name"
+        if kind == "model":
+            # The artefact of the training launch that succeeded, whatever its name.
+            del expected["PrimaryContainer.$"]
+            container = requests["model"]["PrimaryContainer"]
+            expected["PrimaryContainer"] = {
+                f"{key}.$": f"$.run.requests.model.PrimaryContainer.{key}" for key in container
+            }
+            expected["PrimaryContainer"]["ModelDataUrl.$"] = "$.training.model_artifact"
         assert state["Parameters"] == expected, state_name
         assert state["Resource"].startswith("arn:aws:states:::sagemaker:create")
         assert state["Resource"].endswith(".sync") == (kind != "model")
@@ -122,8 +133,12 @@ def test_each_sagemaker_task_passes_on_its_prepared_request(synthesized):
         assert {"SageMaker.AmazonSageMakerException", "ThrottlingException"} <= set(retried)
         assert "SageMaker.ResourceLimitExceededException" in retried
         assert all(r["BackoffRate"] > 1 for r in state["Retry"])
+        relaunch = [
+            {"ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.error", "Next": f"{state_name}JobFailed"}
+        ]
         assert state["Catch"] == [
-            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"{state_name}Failed"}
+            *(relaunch if kind in jobs.RELAUNCHABLE_JOBS else []),
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"{state_name}Failed"},
         ]
 
 

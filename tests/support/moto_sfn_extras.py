@@ -19,11 +19,13 @@
 * `RetryClock`: moto really sleeps for every Retry interval. `RetryClock.install(scale)`
   records each requested interval and sleeps `interval * scale`, so tests can assert the
   backoff without waiting for it.
+* `WaitClock`: the same for Wait states (moto waits for real). `WaitClock.install(scale)` records
+  the seconds each Wait state resolved (Seconds, SecondsPath, ...) and waits `seconds * scale`.
 
 Depends on moto internals (canary: tests/support/test_moto_patches.py):
 `state_task_service_aws_sdk._SERVICE_ERROR_NAMES` and `StateTaskServiceAwsSdk`'s
 `_normalise_parameters/_normalise_response` hooks, `retrier_decl.time`,
-`Preprocessor.visitPayload_binding_value`, the payload binding and string expression classes,
+`WaitFunction._eval_body/_get_wait_seconds/_wait_interval`, `Preprocessor.visitPayload_binding_value`, the payload binding and string expression classes,
 `SageMakerModelBackend.create_experiment/create_trial` and their `experiments`/`trials` dicts.
 """
 
@@ -52,6 +54,7 @@ from moto.stepfunctions.parser.asl.component.common.string.string_expression imp
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_aws_sdk,
 )
+from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
 from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 
 # Lower-case SDK service name -> the PascalCase prefix AWS puts in aws-sdk error names.
@@ -185,3 +188,28 @@ class RetryClock:
     def reset(cls) -> None:
         with cls.lock:
             cls.intervals.clear()
+
+
+class WaitClock:
+    """Seconds each Wait state asked for, in order; the wait itself is scaled by `scale`."""
+
+    seconds: ClassVar[list[int]] = []
+    scale: ClassVar[float] = 1.0
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def install(cls, scale: float = 0.0) -> None:
+        cls.scale = scale
+        WaitFunction._eval_body = _scaled_wait_body  # type: ignore[method-assign]
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls.lock:
+            cls.seconds.clear()
+
+
+def _scaled_wait_body(self: WaitFunction, env: Any) -> None:
+    seconds = self._get_wait_seconds(env=env)
+    with WaitClock.lock:
+        WaitClock.seconds.append(seconds)
+    self._wait_interval(env=env, wait_seconds=int(seconds * WaitClock.scale))

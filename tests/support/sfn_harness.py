@@ -24,7 +24,8 @@ MOTO_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}}
 
 
 def install_all(retry_scale: float = 0.0) -> None:
-    """Every moto correction the pipeline tests rely on. Retry waits are scaled by `retry_scale`."""
+    """Every moto correction the pipeline tests rely on. Retry intervals and Wait states are
+    scaled by `retry_scale`."""
     moto_sfn_sagemaker.install()
     moto_sfn_codebuild.install()
     moto_lambda_inprocess.install()
@@ -33,6 +34,7 @@ def install_all(retry_scale: float = 0.0) -> None:
     moto_sfn_extras.install_keyword_path_bindings()
     moto_sfn_extras.install_lineage_conflicts()
     moto_sfn_extras.RetryClock.install(retry_scale)
+    moto_sfn_extras.WaitClock.install(retry_scale)
 
 
 @dataclass

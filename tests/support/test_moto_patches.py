@@ -6,6 +6,7 @@ They depend on moto internals; when a moto upgrade breaks one, this file says wh
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
 import pytest
@@ -13,7 +14,7 @@ from moto import mock_aws
 
 from tests.support import moto_lambda_inprocess, moto_sfn_codebuild, moto_sfn_sagemaker
 from tests.support.moto_sfn_codebuild import BuildFailedError
-from tests.support.moto_sfn_extras import RetryClock
+from tests.support.moto_sfn_extras import RetryClock, WaitClock
 from tests.support.moto_sfn_sagemaker import JobFailedError, SageMakerApiError
 from tests.support.sfn_harness import (
     MOTO_CONFIG,
@@ -33,6 +34,7 @@ def aws():
     install_all(retry_scale=0.0)
     moto_sfn_sagemaker.reset()
     RetryClock.reset()
+    WaitClock.reset()
     with mock_aws(config=MOTO_CONFIG):
         yield {
             name: boto3.client(name, region_name=REGION)
@@ -124,6 +126,24 @@ def test_api_throttling_is_named_like_aws_and_retried_with_backoff(aws):
     assert errors == {"SageMaker.AmazonSageMakerException"}
     assert "Error Code: ThrottlingException" in execution.task_failures()[0]["cause"]
     assert RetryClock.intervals == [3, 6]
+
+
+def test_wait_states_are_recorded_and_not_waited_for(aws):
+    states = {
+        "Pick": {
+            "Type": "Pass",
+            "Parameters": {"seconds.$": "States.ArrayGetItem(States.Array(60, 300), States.MathAdd($.i, 1))"},
+            "Next": "FromPath",
+        },
+        "FromPath": {"Type": "Wait", "SecondsPath": "$.seconds", "Next": "Fixed"},
+        "Fixed": {"Type": "Wait", "Seconds": 3600, "End": True},
+    }
+    arn = machine(aws, states, "Pick")
+    started = time.monotonic()
+    execution = run_execution(aws["stepfunctions"], arn, name="waits", execution_input={"i": 0})
+    assert execution.status == "SUCCEEDED", execution.description
+    assert WaitClock.seconds == [300, 3600]
+    assert time.monotonic() - started < 30
 
 
 def test_modelled_sagemaker_errors_keep_their_name():
