@@ -28,10 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aws_cdk import Aws, Duration, Names, Stack
+from aws_cdk import Aws, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
@@ -42,7 +41,7 @@ from constructs import Construct
 from infra.config import PipelineSettings
 from infra.image_build import ContainerImageBuild
 from infra.nag import suppress
-from infra.policies import allow_log_group_encryption, grant_key_use
+from infra.policies import encrypted_log_group, grant_key_use, unique_log_group_name
 from infra.prepare_function import PrepareFunction
 from infra.sagemaker_role import SageMakerExecutionRole
 from infra.storage import PipelineStorage
@@ -230,16 +229,12 @@ class PipelineStateMachine(Construct):
             topic = created
         self.topic: sns.ITopic = topic
 
-        log_group_name = "/aws/vendedlogs/states/" + Names.unique_resource_name(
-            self, max_length=200, separator="-"
-        )
-        allow_log_group_encryption(key, self, log_group_name)
-        self.log_group = logs.LogGroup(
+        self.log_group = encrypted_log_group(
             self,
             "Logs",
-            log_group_name=log_group_name,
+            log_group_name=unique_log_group_name(self, "/aws/vendedlogs/states/"),
+            key=key,
             retention=settings.log_retention,
-            encryption_key=key,
             removal_policy=settings.cdk_removal_policy,
         )
 
