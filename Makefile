@@ -59,6 +59,7 @@ synth: $(VENV)/.stamp-python node_modules/.stamp-node
 
 bench: $(VENV)/.stamp-python
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) benchmarks/serve_throughput.py
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) benchmarks/local_run.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules cdk.out demo-output .pytest_cache .mypy_cache .ruff_cache
