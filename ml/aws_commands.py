@@ -99,16 +99,52 @@ def dataset_uri(bucket: str, file_name: str) -> str:
     return f"s3://{bucket}/{DATASET_PREFIX}{file_name}"
 
 
-def upload_dataset(path: Path, *, s3: Any, bucket: str, kms_key_id: str) -> str:
-    """Check that `path` loads as the data set, then upload it where a run reads it by default."""
-    from ml.config import DatasetConfig
+# The input fields that decide how a file loads: `upload-data --set` takes these, with the same
+# names and validation as `start --set`, so a data set that needs them is checked as it will run.
+LOADING_FIELDS: tuple[str, ...] = ("label_column", "dataset_schema", "drop_columns")
+
+
+def dataset_config_for(loading_input: Mapping[str, Any]) -> Any:
+    """The `DatasetConfig` that the preprocessing job will use for these input fields."""
+    from ml.config import DatasetConfig, uci_schema_for
+    from ml.pipeline_input import validate_input
+
+    unknown = sorted(set(loading_input) - set(LOADING_FIELDS))
+    if unknown:
+        raise AwsCommandError(
+            f"upload-data --set takes only {', '.join(LOADING_FIELDS)} (how the file loads); "
+            f"got {', '.join(unknown)}: pass those to `python -m ml start --set` instead"
+        )
+    # data_uri is irrelevant here; any valid URI lets the rest of the input validate.
+    config = validate_input(dict(loading_input), {"data_uri": "s3://placeholder-bucket/"})
+    return DatasetConfig(
+        label_column=config["label_column"],
+        drop_columns=tuple(config["drop_columns"]),
+        uci_schema=uci_schema_for(config["dataset_schema"]),
+    )
+
+
+def upload_dataset(
+    path: Path,
+    *,
+    s3: Any,
+    bucket: str,
+    kms_key_id: str,
+    loading_input: Mapping[str, Any] | None = None,
+) -> str:
+    """Check that `path` loads as the data set, then upload it where a run reads it by default.
+
+    `loading_input` holds the execution-input fields that decide how the file loads
+    (`LOADING_FIELDS`); without them the UCI credit-card schema is expected.
+    """
     from ml.data import load_dataset
 
     path = Path(path)
     if not path.is_file():
         raise AwsCommandError(f"{path} is not a file; pass the data set (.csv, .xls or .xlsx)")
+    dataset_config = dataset_config_for(loading_input or {})
     try:
-        frame = load_dataset(path, DatasetConfig())
+        frame = load_dataset(path, dataset_config)
     except ValueError as error:
         raise AwsCommandError(f"{path} is not a usable data set: {error}") from error
     key = f"{DATASET_PREFIX}{path.name}"
@@ -119,6 +155,9 @@ def upload_dataset(path: Path, *, s3: Any, bucket: str, kms_key_id: str) -> str:
         ExtraArgs={"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id},
     )
     print(f"uploaded {path} ({len(frame)} rows) to s3://{bucket}/{key}")
+    if loading_input:
+        settings = " ".join(f"--set {name}={json.dumps(value)}" for name, value in loading_input.items())
+        print(f"start runs on it with the same settings: python -m ml start {settings}")
     return dataset_uri(bucket, path.name)
 
 
@@ -419,7 +458,11 @@ def cmd_upload_data(args: argparse.Namespace) -> int:
     outputs = stack_outputs(clients.cloudformation, args.stack)
     bucket = require_output(outputs, OUTPUT_DATA_BUCKET, args.stack)
     upload_dataset(
-        Path(args.file), s3=clients.s3, bucket=bucket, kms_key_id=bucket_kms_key(clients.s3, bucket)
+        Path(args.file),
+        s3=clients.s3,
+        bucket=bucket,
+        kms_key_id=bucket_kms_key(clients.s3, bucket),
+        loading_input=parse_assignments(args.set or []),
     )
     return 0
 
@@ -483,10 +526,18 @@ def register(subparsers: Any) -> None:
     upload = subparsers.add_parser(
         "upload-data",
         help="check a data set file and upload it to the stack's data bucket",
-        description="Checks that FILE loads as the credit-card data set, then uploads it to "
+        description="Checks that FILE loads as the data set (the UCI credit-card schema, or what --set "
+        "describes), then uploads it to "
         f"s3://<DataBucketName>/{DATASET_PREFIX}<file name> with SSE-KMS, where a run reads it by default.",
     )
     upload.add_argument("file", help="the data set (.csv, .xls or .xlsx)")
+    upload.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="how the file loads, as in `start --set`: label_column, dataset_schema, drop_columns "
+        "(e.g. --set label_column=churned for another data set)",
+    )
     _common(upload)
     upload.set_defaults(func=_guarded(cmd_upload_data))
 

@@ -103,8 +103,8 @@ def split_and_scale(frame: pd.DataFrame, config: DatasetConfig | None = None) ->
         if missing:
             raise SchemaError(
                 f"{option} names columns {missing} that are not features of this data set "
-                f"(features: {', '.join(features)}); set {option} "
-                f"(--{option.split('_')[0]}-scale) to existing columns or to nothing"
+                f"(features: {', '.join(features)}); set {option} to existing columns or to nothing: "
+                f"`--set '{option}=[...]'` for run-local/start, --{option.split('_')[0]}-scale for ml-preprocess"
             )
 
     x = frame[features]

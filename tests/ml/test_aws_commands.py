@@ -155,6 +155,40 @@ def test_upload_refuses_a_file_that_is_not_the_data_set(aws, tmp_path, capsys):
     assert "Contents" not in aws.s3.list_objects_v2(Bucket="pipeline-data")
 
 
+def test_upload_takes_another_data_set_by_configuration(aws, tmp_path, capsys):
+    deploy(aws, SUCCEEDING)
+    data = tmp_path / "churn.csv"
+    data.write_text(
+        "customer,tenure,spend,churned\n" + "".join(f"{i},{i % 7},{i * 3},{i % 2}\n" for i in range(40))
+    )
+    assert cli(aws, "upload-data", str(data)) == 2  # the UCI schema is expected by default
+    assert "is not a usable data set" in capsys.readouterr().err
+    assert (
+        cli(
+            aws,
+            "upload-data",
+            str(data),
+            "--set",
+            "label_column=churned",
+            "--set",
+            'drop_columns=["customer"]',
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "40 rows" in out
+    assert 'python -m ml start --set label_column="churned"' in out
+    aws.s3.head_object(Bucket="pipeline-data", Key="datasets/default/churn.csv")
+
+
+def test_upload_refuses_run_settings_that_do_not_affect_loading(aws, tmp_path, capsys):
+    deploy(aws, SUCCEEDING)
+    data = tmp_path / "credit.csv"
+    synthetic_dataset(n_rows=50).to_csv(data, index=False)
+    assert cli(aws, "upload-data", str(data), "--set", "split_ratio=0.3") == 2
+    assert "pass those to `python -m ml start --set` instead" in capsys.readouterr().err
+
+
 def test_missing_stack_names_the_fix(aws, tmp_path, capsys):
     data = tmp_path / "credit.csv"
     synthetic_dataset(n_rows=50).to_csv(data, index=False)
