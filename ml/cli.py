@@ -44,6 +44,9 @@ examples:
   python -m ml run-local --set hyperparameters.max_depth=6 --set split_ratio=0.25 --set threshold=0.6
   python -m ml run-local --data my.csv --set label_column=churned \\
       --set 'standard_scaled=["income"]' --set 'minmax_scaled=[]' --set 'drop_columns=[]'
+  python -m ml run-local --data other.csv --set dataset_schema=generic \
+      --set 'standard_scaled=[]' --set 'minmax_scaled=[]' --set 'drop_columns=[]'
+      (a non-UCI table whose label column is already called Label)
 
 values are JSON when they parse as JSON (0.3, true, ["a","b"]) and strings otherwise.
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LABEL", "UCI_LABEL_ALIASES", "ConfigError", "DatasetConfig"]
+__all__ = ["DATASET_SCHEMAS", "LABEL", "UCI_LABEL_ALIASES", "ConfigError", "DatasetConfig", "uci_schema_for"]
 
 LABEL = "Label"
 """Canonical label column name of every table this package writes."""
@@ -25,6 +25,11 @@ UCI_LABEL_ALIASES: tuple[str, ...] = (
     "Y",
     LABEL,
 )
+
+# The execution input's `dataset_schema` (and `--dataset-schema` of ml-preprocess/ml-explore) ->
+# `DatasetConfig.uci_schema`. "auto" keeps the default rule: UCI exactly when the label column
+# is called "Label"; "generic" is how a non-UCI file whose label is already "Label" runs.
+DATASET_SCHEMAS: dict[str, bool | None] = {"auto": None, "uci": True, "generic": False}
 
 
 class ConfigError(ValueError):
@@ -41,7 +46,8 @@ class DatasetConfig:
     ``label_column`` to your label's name to load any other data set of numeric features.
     ``uci_schema`` forces one or the other (``None`` = UCI exactly when ``label_column`` is
     ``"Label"``), e.g. ``uci_schema=False`` for a non-UCI file whose label is already
-    called ``Label``.
+    called ``Label``. The pipeline's execution input names it ``dataset_schema``
+    (``auto``/``uci``/``generic``, see :data:`DATASET_SCHEMAS`).
 
     ``split_ratio`` is the test share, ``validation_ratio`` the share of the training split
     held out for validation (0 = no validation set).
@@ -99,6 +105,11 @@ class DatasetConfig:
             raise ConfigError("invalid DatasetConfig: " + "; ".join(problems))
 
     @property
+    def dataset_schema(self) -> str:
+        """``uci_schema`` by its execution-input name: ``auto``, ``uci`` or ``generic``."""
+        return next(name for name, value in DATASET_SCHEMAS.items() if value is self.uci_schema)
+
+    @property
     def is_uci(self) -> bool:
         """Whether the UCI credit-card schema (and its variants) is expected."""
         return self.uci_schema if self.uci_schema is not None else self.label_column == LABEL
@@ -117,6 +128,16 @@ class DatasetConfig:
             "stratify": self.stratify,
             "uci_schema": self.uci_schema,
         }
+
+
+def uci_schema_for(dataset_schema: str) -> bool | None:
+    """``DatasetConfig.uci_schema`` for a ``dataset_schema`` name (``auto``, ``uci``, ``generic``)."""
+    try:
+        return DATASET_SCHEMAS[dataset_schema]
+    except KeyError:
+        raise ConfigError(
+            f"invalid DatasetConfig: dataset_schema must be one of {list(DATASET_SCHEMAS)}, got {dataset_schema!r}"
+        ) from None
 
 
 def _is_number(value: object) -> bool:

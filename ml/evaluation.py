@@ -25,6 +25,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from ml.data import SYNTHETIC_TITLE_PREFIX
+
 __all__ = ["REPORT_FILES", "EvaluationError", "evaluate", "write_report"]
 
 REPORT_FILES: tuple[str, ...] = ("evaluation.json", "confusion_matrix.png", "roc_curve.png")
@@ -148,7 +150,8 @@ def write_report(
     """Write ``evaluation.json``, ``confusion_matrix.png`` and ``roc_curve.png`` into ``out_dir``.
 
     ``metrics`` is usually :func:`evaluate`'s result, possibly with keys added by the caller
-    (a data notice, a quality verdict); it is written as given.
+    (a quality verdict, the ``data`` block); it is written as given. When
+    ``metrics["data"]["synthetic"]`` is true, both plot titles start with "SYNTHETIC DATA".
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +163,9 @@ def write_report(
     json_path = out_dir / "evaluation.json"
     json_path.write_text(json.dumps(dict(metrics), indent=2, sort_keys=True, default=_json_default) + "\n")
 
+    # A PNG travels without its evaluation.json, so a plot of synthetic data says so itself.
+    data = metrics.get("data")
+    prefix = SYNTHETIC_TITLE_PREFIX if isinstance(data, Mapping) and data.get("synthetic") is True else ""
     threshold = float(metrics.get("threshold", 0.5))
     y_pred = (y_prob >= threshold).astype(np.int64)
     matrix = np.array(
@@ -167,9 +173,9 @@ def write_report(
         dtype=np.int64,
     )
     cm_path = out_dir / "confusion_matrix.png"
-    _plot_confusion_matrix(matrix, threshold, cm_path)
+    _plot_confusion_matrix(matrix, threshold, cm_path, title_prefix=prefix)
     roc_path = out_dir / "roc_curve.png"
-    _plot_roc(y_true, y_prob, roc_path)
+    _plot_roc(y_true, y_prob, roc_path, title_prefix=prefix)
     return [json_path, cm_path, roc_path]
 
 
@@ -186,7 +192,7 @@ def _json_default(value: object) -> Any:
     raise TypeError(f"metric value {value!r} of type {type(value).__name__} cannot be written as JSON")
 
 
-def _plot_confusion_matrix(matrix: np.ndarray, threshold: float, path: Path) -> None:
+def _plot_confusion_matrix(matrix: np.ndarray, threshold: float, path: Path, *, title_prefix: str) -> None:
     figure = Figure(figsize=(5, 4.5))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
@@ -209,12 +215,14 @@ def _plot_confusion_matrix(matrix: np.ndarray, threshold: float, path: Path) -> 
     ax.set_yticks([0, 1], labels=["0", "1"])
     ax.set_xlabel("Predicted")
     ax.set_ylabel("Actual")
-    ax.set_title(f"Confusion matrix (threshold {threshold:g})")
+    title = f"{title_prefix}Confusion matrix (threshold {threshold:g})"
+    ax.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    # The PNG's Title metadata repeats the title, so a tool (or a test) can read it without OCR.
+    figure.savefig(path, dpi=100, metadata={"Title": title})
 
 
-def _plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: Path) -> None:
+def _plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: Path, *, title_prefix: str) -> None:
     figure = Figure(figsize=(5, 5))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
@@ -228,7 +236,8 @@ def _plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_xlabel("False positive rate")
     ax.set_ylabel("True positive rate")
-    ax.set_title("ROC curve")
+    title = f"{title_prefix}ROC curve"
+    ax.set_title(title)
     ax.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, metadata={"Title": title})

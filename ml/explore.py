@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from pandas.plotting import scatter_matrix
 
 from ml.config import LABEL
-from ml.data import SYNTHETIC_NOTICE, is_synthetic
+from ml.data import SYNTHETIC_NOTICE, SYNTHETIC_TITLE_PREFIX, is_synthetic
 
 __all__ = ["EXPLORE_FILES", "SCATTER_COLUMNS", "SCATTER_MAX_ROWS", "write_exploration_plots"]
 
@@ -31,6 +31,7 @@ SCATTER_MAX_ROWS = 3000
 def write_exploration_plots(frame: pd.DataFrame, out_dir: Path | str) -> list[Path]:
     """Write ``correlation_matrix.png``, ``scatter_matrix.png`` and ``summary.json``.
 
+    Plot titles start with "SYNTHETIC DATA" when ``frame`` is synthetic (``ml.data.is_synthetic``).
     The scatter matrix shows the notebook's BILL_AMT1, BILL_AMT2, PAY_AMT1, PAY_AMT2 (those
     present) with KDE diagonals; for other data sets, the first four numeric features.
     """
@@ -47,17 +48,19 @@ def write_exploration_plots(frame: pd.DataFrame, out_dir: Path | str) -> list[Pa
     if len(scatter_columns) < 2:
         scatter_columns = features[:4]
 
+    # The PNGs travel without summary.json, so synthetic data is named in their titles too.
+    prefix = SYNTHETIC_TITLE_PREFIX if is_synthetic(frame) else ""
     correlation_path = out_dir / "correlation_matrix.png"
-    _plot_correlation(numeric, correlation_path)
+    _plot_correlation(numeric, correlation_path, title_prefix=prefix)
     scatter_path = out_dir / "scatter_matrix.png"
-    scatter_rows = _plot_scatter(numeric[scatter_columns], scatter_path)
+    scatter_rows = _plot_scatter(numeric[scatter_columns], scatter_path, title_prefix=prefix)
     summary_path = out_dir / "summary.json"
     summary = _summary(frame, numeric, scatter_columns, scatter_rows)
     summary_path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     return [correlation_path, scatter_path, summary_path]
 
 
-def _plot_correlation(numeric: pd.DataFrame, path: Path) -> None:
+def _plot_correlation(numeric: pd.DataFrame, path: Path, *, title_prefix: str) -> None:
     columns = list(numeric.columns)
     size = max(6.0, 0.45 * len(columns) + 3)
     figure = Figure(figsize=(size * 1.25, size))
@@ -68,12 +71,14 @@ def _plot_correlation(numeric: pd.DataFrame, path: Path) -> None:
     ax.set_yticks(range(len(columns)), labels=columns, fontsize=11)
     colorbar = figure.colorbar(image, ax=ax)
     colorbar.ax.tick_params(labelsize=11)
-    ax.set_title("Correlation Matrix", fontsize=16, pad=20)
+    title = f"{title_prefix}Correlation Matrix"
+    ax.set_title(title, fontsize=16, pad=20)
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    # The PNG's Title metadata repeats the title, so a tool (or a test) can read it without OCR.
+    figure.savefig(path, dpi=80, metadata={"Title": title})
 
 
-def _plot_scatter(data: pd.DataFrame, path: Path) -> int:
+def _plot_scatter(data: pd.DataFrame, path: Path, *, title_prefix: str) -> int:
     if len(data) > SCATTER_MAX_ROWS:
         data = data.sample(n=SCATTER_MAX_ROWS, random_state=0)
     # A KDE of a constant or all-missing column is undefined; fall back to histograms.
@@ -88,8 +93,9 @@ def _plot_scatter(data: pd.DataFrame, path: Path) -> int:
         # a constant column has identical axis limits, which matplotlib widens itself
         warnings.filterwarnings("ignore", message="Attempting to set identical", category=UserWarning)
         scatter_matrix(data, ax=cast(Any, axes), diagonal="kde" if varying else "hist", alpha=0.3)
-    figure.suptitle(f"Scatter matrix ({len(data)} rows)")
-    figure.savefig(path, dpi=80)
+    title = f"{title_prefix}Scatter matrix ({len(data)} rows)"
+    figure.suptitle(title)
+    figure.savefig(path, dpi=80, metadata={"Title": title})
     return len(data)
 
 

@@ -35,6 +35,9 @@ PREPROCESSING_OUTPUTS: Final[tuple[str, ...]] = (
 TRANSFORM_INPUT_FILE: Final[str] = "test_data_no_label.csv"
 TRANSFORM_OUTPUT_FILE: Final[str] = f"{TRANSFORM_INPUT_FILE}.out"
 EVALUATION_FILE: Final[str] = "evaluation.json"
+# Written by ml-preprocess into its `train_headers` output: {"synthetic": bool, ...}; the
+# evaluation job reads it as its `dataset` input to label its report.
+DATASET_FILE: Final[str] = "dataset.json"
 
 # Kinds of job and the short tag each contributes to its job name.
 JOB_KINDS: Final[dict[str, str]] = {
@@ -160,6 +163,7 @@ def run_uris(*, artifact_bucket: str, run_id: str, data_uri: str, training_job_n
     uris = {"data": data_uri, "run": f"{base}/"}
     for output in PREPROCESSING_OUTPUTS:
         uris[output] = f"{base}/processing/{output}/"
+    uris["dataset_file"] = f"{uris['train_headers']}{DATASET_FILE}"
     uris.update(
         explore=f"{base}/explore/",
         models=f"{base}/training/",
@@ -266,6 +270,8 @@ def preprocessing_job(plan: RunPlan, settings: DeploySettings) -> dict[str, Any]
         str(config["validation_ratio"]),
         "--label-column",
         config["label_column"],
+        "--dataset-schema",
+        config["dataset_schema"],
         "--standard-scale",
         _csv_list(config["standard_scaled"]),
         "--minmax-scale",
@@ -297,6 +303,8 @@ def explore_job(plan: RunPlan, settings: DeploySettings) -> dict[str, Any]:
         arguments=[
             "--label-column",
             config["label_column"],
+            "--dataset-schema",
+            config["dataset_schema"],
             "--drop-columns",
             _csv_list(config["drop_columns"]),
         ],
@@ -320,7 +328,13 @@ def evaluation_job(plan: RunPlan, settings: DeploySettings) -> dict[str, Any]:
             "--quality-threshold",
             str(config["quality_threshold"]),
         ],
-        inputs={"predictions": plan.uris["transform_output"], "labels": plan.uris["test"]},
+        # `dataset` is the one object preprocessing writes about the data (is it synthetic?),
+        # kept beside the headed training copy so that no data prefix holds a non-data file.
+        inputs={
+            "predictions": plan.uris["transform_output"],
+            "labels": plan.uris["test"],
+            "dataset": plan.uris["dataset_file"],
+        },
         outputs={"evaluation": plan.uris["evaluation"]},
     )
 

@@ -314,6 +314,7 @@ def run_local(
     run.artifacts = _artifact_table(store, state, data_info, explored=explore)
     evaluation_uri = f"s3://{LOCAL_SETTINGS.artifact_bucket}/{state['uris']['evaluation_key']}"
     evaluation = json.loads(store.path_for(evaluation_uri).read_text(encoding="utf-8"))
+    _take_job_data_description(run, evaluation)
     verdict = quality_gate(evaluation, state["config"])
     gate = StepReport(
         step="quality_gate",
@@ -348,6 +349,17 @@ def quality_gate(evaluation: Mapping[str, Any], config: Mapping[str, Any]) -> st
 def _gate_text(evaluation: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     metric = config["quality_metric"]
     return f"passed ({metric} {evaluation[metric]:.4f} >= {config['quality_threshold']})"
+
+
+def _take_job_data_description(run: LocalRun, evaluation: Mapping[str, Any]) -> None:
+    """The evaluation job's `data` block (synthetic?, rows, notice) is what the jobs actually
+    read, so it wins over what staging assumed (data under `--set data_uri=` can be synthetic
+    too); DIR/evaluation.json keeps one `data` block: the job's keys plus source and uri."""
+    job_data = evaluation.get("data")
+    if isinstance(job_data, Mapping) and isinstance(job_data.get("synthetic"), bool):
+        run.data.update(job_data)
+        if not job_data["synthetic"]:
+            run.data.pop("notice", None)
 
 
 def _with_run_metadata(evaluation: Mapping[str, Any], run: LocalRun) -> dict[str, Any]:

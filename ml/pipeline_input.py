@@ -29,6 +29,8 @@ _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _COLUMN = re.compile(r"^[^,\n]+$")
 QUALITY_METRICS: Final[tuple[str, ...]] = ("auc", "accuracy", "f1", "precision", "recall")
 DISTRIBUTIONS: Final[tuple[str, ...]] = ("FullyReplicated", "ShardedByS3Key")
+# The keys of ml.config.DATASET_SCHEMAS (not imported: the Lambda package holds no ml.config).
+DATASET_SCHEMAS: Final[tuple[str, ...]] = ("auto", "uci", "generic")
 
 
 class InputError(ValueError):
@@ -83,6 +85,13 @@ INPUT_FIELDS: Final[dict[str, InputField]] = {
     "data_uri": InputField("str", None, "S3 prefix or object of the raw data set", _s3_uri),
     "hyperparameters": InputField("hyperparameters", {}, "XGBoost hyperparameters overriding the defaults"),
     "label_column": InputField("str", "Label", "label column of the raw data (UCI variants are recognised)"),
+    "dataset_schema": InputField(
+        "str",
+        "auto",
+        "uci: the UCI credit-card columns; generic: any numeric table with label_column; "
+        "auto: uci when label_column is Label, else generic",
+        _one_of(DATASET_SCHEMAS),
+    ),
     "standard_scaled": InputField("columns", ["PAY_AMT1"], "columns scaled with StandardScaler"),
     "minmax_scaled": InputField("columns", ["BILL_AMT1"], "columns scaled with MinMaxScaler"),
     "drop_columns": InputField("columns", ["ID"], "columns dropped before training (when present)"),

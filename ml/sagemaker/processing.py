@@ -9,9 +9,11 @@ job requests use), takes its options as ``ContainerArguments``, and on failure w
                    ``test_no_label``, ``train_headers``, ``validation``. With
                    ``--train-shards N`` (N > 1) the training split is written as N files
                    ``train_data-<i>-of-<N>.csv`` so that ShardedByS3Key gives each host one.
+                   ``train_headers/dataset.json`` says whether the data is synthetic.
 ``ml-evaluate``    inputs ``predictions`` (transform output ``*.out``: ``probability,label``
-                   rows) and ``labels`` (the ``test`` output, label first); output
-                   ``evaluation`` (evaluation.json with a ``quality`` verdict, two plots).
+                   rows), ``labels`` (the ``test`` output, label first) and ``dataset``
+                   (preprocessing's ``dataset.json``); output ``evaluation`` (evaluation.json
+                   with ``data`` and a ``quality`` verdict, two plots).
 ``ml-explore``     input ``input``; output ``explore`` (correlation and scatter matrices).
 """
 
@@ -21,17 +23,24 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ml.config import DATASET_SCHEMAS, DatasetConfig, uci_schema_for
+from ml.jobs import DATASET_FILE
 from ml.sagemaker.environment import SageMakerPaths
 from ml.sagemaker.failure import UsageError, UserArgumentParser, run_entry_point
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
+    "dataset_description",
     "evaluate_main",
     "explore_main",
     "preprocess_main",
+    "read_dataset_description",
     "run_evaluate",
     "run_explore",
     "run_preprocess",
@@ -40,6 +49,10 @@ __all__ = [
 os.environ.setdefault("MPLBACKEND", "Agg")  # no display in a processing container
 
 PREPROCESS_OUTPUTS: tuple[str, ...] = ("train", "test", "test_no_label", "train_headers", "validation")
+# The description of the data that preprocessing writes and evaluation reads goes to
+# `train_headers`, the one output no job reads as headerless training/test rows.
+DATASET_OUTPUT = "train_headers"
+DATASET_SCHEMA_CHOICES: tuple[str, ...] = tuple(DATASET_SCHEMAS)
 QUALITY_METRICS: tuple[str, ...] = ("auc", "accuracy", "f1", "precision", "recall")
 
 
@@ -71,6 +84,7 @@ def _preprocess_parser() -> UserArgumentParser:
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--validation-ratio", type=float, default=0.0)
     parser.add_argument("--label-column", default="Label")
+    parser.add_argument("--dataset-schema", choices=DATASET_SCHEMA_CHOICES, default="auto")
     parser.add_argument("--standard-scale", type=_columns, default=("PAY_AMT1",))
     parser.add_argument("--minmax-scale", type=_columns, default=("BILL_AMT1",))
     parser.add_argument("--drop-columns", type=_columns, default=("ID",))
@@ -78,8 +92,24 @@ def _preprocess_parser() -> UserArgumentParser:
     return parser
 
 
+def dataset_description(frame: pd.DataFrame, config: DatasetConfig) -> dict[str, Any]:
+    """What ``dataset.json`` holds: whether the data is synthetic (with the notice every output
+    of synthetic data carries), its size and schema."""
+    from ml.data import SYNTHETIC_NOTICE, is_synthetic
+
+    synthetic = is_synthetic(frame)
+    description: dict[str, Any] = {
+        "synthetic": synthetic,
+        "rows": int(frame.shape[0]),
+        "features": [str(c) for c in frame.columns[1:]],
+        "schema": "uci" if config.is_uci else "generic",
+    }
+    if synthetic:
+        description["notice"] = SYNTHETIC_NOTICE
+    return description
+
+
 def run_preprocess(paths: SageMakerPaths, argv: Sequence[str] | None = None) -> None:
-    from ml.config import DatasetConfig
     from ml.data import SYNTHETIC_NOTICE, is_synthetic, load_dataset
     from ml.preprocessing import split_and_scale, write_outputs
 
@@ -87,6 +117,7 @@ def run_preprocess(paths: SageMakerPaths, argv: Sequence[str] | None = None) -> 
     if args.train_shards < 1:
         raise UsageError(f"--train-shards must be at least 1, got {args.train_shards}")
     config = DatasetConfig(
+        uci_schema=uci_schema_for(args.dataset_schema),
         label_column=args.label_column,
         standard_scaled=args.standard_scale,
         minmax_scaled=args.minmax_scale,
@@ -105,6 +136,9 @@ def run_preprocess(paths: SageMakerPaths, argv: Sequence[str] | None = None) -> 
         written.pop("train")
         for index, shard in enumerate(_shard_file(paths.processing_dir("train"), args.train_shards)):
             written[f"train[{index}]"] = shard
+    description = paths.processing_dir(DATASET_OUTPUT) / DATASET_FILE
+    description.write_text(json.dumps(dataset_description(frame, config), indent=2) + "\n")
+    written["dataset"] = description
     for name, path in written.items():
         _log(f"wrote {name}: {path}")
     _log(json.dumps(result.summary(), default=str))
@@ -174,6 +208,40 @@ def read_predictions(directory: Path) -> np.ndarray:
     return probabilities
 
 
+def read_dataset_description(paths: SageMakerPaths) -> dict[str, Any]:
+    """The ``data`` block of evaluation.json, from the ``dataset`` input (preprocessing's
+    ``dataset.json``): ``{"synthetic": bool, "rows": int}`` plus ``notice`` when synthetic.
+
+    Without that input (an evaluation run by hand) whether the data is synthetic is unknown,
+    and the block says so rather than guessing.
+    """
+    directory = paths.processing_dir("dataset")
+    files = sorted(directory.rglob(DATASET_FILE)) if directory.is_dir() else []
+    if not files:
+        _log(f"no {DATASET_FILE} under {directory}: the report cannot say whether the data is synthetic")
+        return {
+            "synthetic": None,
+            "notice": f"unknown whether the data is synthetic: the job had no 'dataset' input ({DATASET_FILE})",
+        }
+    try:
+        raw = json.loads(files[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{files[0]} is not the dataset.json preprocessing writes: {error}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("synthetic"), bool):
+        raise UsageError(
+            f"{files[0]} has no boolean 'synthetic': the dataset input must be the dataset.json of "
+            "the same preprocessing run"
+        )
+    data: dict[str, Any] = {"synthetic": raw["synthetic"]}
+    if isinstance(raw.get("rows"), int):
+        data["rows"] = raw["rows"]
+    if raw["synthetic"]:
+        from ml.data import SYNTHETIC_NOTICE
+
+        data["notice"] = raw.get("notice") or SYNTHETIC_NOTICE
+    return data
+
+
 def run_evaluate(paths: SageMakerPaths, argv: Sequence[str] | None = None) -> None:
     from ml.evaluation import evaluate, write_report
     from ml.training import read_labelled_csv
@@ -190,7 +258,11 @@ def run_evaluate(paths: SageMakerPaths, argv: Sequence[str] | None = None) -> No
             f"{probabilities.shape[0]} predictions but {labels.shape[0]} labelled test rows: the transform "
             "output must come from test_no_label of the same preprocessing run as the labels"
         )
+    data = read_dataset_description(paths)
+    if data["synthetic"]:
+        _log(data["notice"])
     metrics: dict[str, Any] = evaluate(labels, probabilities, threshold=args.threshold)
+    metrics["data"] = data
     raw_value = metrics.get(args.quality_metric)
     # AUC is undefined (None) when the test labels hold one class: the gate cannot pass then.
     value = None if raw_value is None else float(raw_value)
@@ -205,7 +277,7 @@ def run_evaluate(paths: SageMakerPaths, argv: Sequence[str] | None = None) -> No
     verdict = "passed" if metrics["quality"]["passed"] else "FAILED"
     shown = "undefined" if value is None else f"{value:.4f}"
     _log(f"quality gate {verdict}: {args.quality_metric}={shown} (minimum {args.quality_threshold})")
-    _log(json.dumps({k: v for k, v in metrics.items() if k != "quality"}, default=str))
+    _log(json.dumps({k: v for k, v in metrics.items() if k not in ("quality", "data")}, default=str))
 
 
 def evaluate_main() -> None:
@@ -219,17 +291,21 @@ def evaluate_main() -> None:
 def _explore_parser() -> UserArgumentParser:
     parser = UserArgumentParser(prog="ml-explore", description="Plot the raw data set.")
     parser.add_argument("--label-column", default="Label")
+    parser.add_argument("--dataset-schema", choices=DATASET_SCHEMA_CHOICES, default="auto")
     parser.add_argument("--drop-columns", type=_columns, default=("ID",))
     return parser
 
 
 def run_explore(paths: SageMakerPaths, argv: Sequence[str] | None = None) -> None:
-    from ml.config import DatasetConfig
     from ml.data import SYNTHETIC_NOTICE, is_synthetic, load_dataset
     from ml.explore import write_exploration_plots
 
     args = _explore_parser().parse_args(argv)
-    config = DatasetConfig(label_column=args.label_column, drop_columns=args.drop_columns)
+    config = DatasetConfig(
+        label_column=args.label_column,
+        drop_columns=args.drop_columns,
+        uci_schema=uci_schema_for(args.dataset_schema),
+    )
     frame = load_dataset(_input_dir(paths, "input"), config)
     if is_synthetic(frame):
         _log(SYNTHETIC_NOTICE)

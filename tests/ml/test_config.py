@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ml.config import LABEL, UCI_LABEL_ALIASES, ConfigError, DatasetConfig
+from ml.config import DATASET_SCHEMAS, LABEL, UCI_LABEL_ALIASES, ConfigError, DatasetConfig, uci_schema_for
 
 
 def test_defaults_are_the_notebooks():
@@ -37,6 +37,21 @@ def test_other_data_set_by_configuration():
     assert config.drop_columns == ()
     assert DatasetConfig(uci_schema=False).is_uci is False
     assert DatasetConfig(label_column="y", uci_schema=True).is_uci is True
+
+
+def test_dataset_schema_names_map_to_uci_schema():
+    assert DATASET_SCHEMAS == {"auto": None, "uci": True, "generic": False}
+    assert DatasetConfig(uci_schema=uci_schema_for("generic")).is_uci is False
+    assert DatasetConfig(label_column="y", uci_schema=uci_schema_for("uci")).is_uci is True
+    # "auto" keeps the rule: UCI exactly when the label column is called Label.
+    assert DatasetConfig(uci_schema=uci_schema_for("auto")).is_uci is True
+    assert DatasetConfig(label_column="y", uci_schema=uci_schema_for("auto")).is_uci is False
+    for name in DATASET_SCHEMAS:
+        assert DatasetConfig(uci_schema=uci_schema_for(name)).dataset_schema == name
+    with pytest.raises(
+        ConfigError, match=r"dataset_schema must be one of \['auto', 'uci', 'generic'\], got 'UCI'"
+    ):
+        uci_schema_for("UCI")
 
 
 def test_to_dict_is_json():

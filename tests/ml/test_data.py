@@ -246,7 +246,19 @@ def test_unknown_schema_names_missing_and_unexpected_columns_and_the_fix(tmp_pat
     message = str(info.value)
     assert "missing columns: SEX, AGE" in message
     assert "unexpected columns: age_years, Unnamed: 0" in message
-    assert "--drop-columns" in message and "--label-column" in message and "label_column" in message
+    # The fixes are spelled for every way to run: execution input, Python, entry points.
+    assert "--set dataset_schema=generic" in message
+    assert "--set label_column=NAME" in message
+    assert """--set 'drop_columns=["age_years", "Unnamed: 0"]'""" in message
+    assert "DatasetConfig(uci_schema=False" in message
+    assert "--dataset-schema generic --label-column NAME --drop-columns" in message
+    # What it suggests must be accepted where it is suggested.
+    from ml.pipeline_input import validate_input
+
+    validate_input(
+        {"dataset_schema": "generic", "drop_columns": ["age_years", "Unnamed: 0"]},
+        {"data_uri": "s3://bucket/data/"},
+    )
 
 
 def test_missing_label_is_a_schema_error(tmp_path, small):

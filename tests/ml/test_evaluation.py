@@ -98,6 +98,23 @@ def test_write_report_writes_json_and_two_pngs(tmp_path):
         assert data.startswith(PNG) and len(data) > 5000
 
 
+@pytest.mark.parametrize(("synthetic", "prefix"), [(True, "SYNTHETIC DATA: "), (False, ""), (None, "")])
+def test_plot_titles_name_synthetic_data(tmp_path, synthetic, prefix):
+    from PIL import Image
+
+    metrics = {**evaluate(LABELS, PROBS), "data": {"synthetic": synthetic}}
+    write_report(metrics, tmp_path, LABELS, PROBS)
+    titles = {}
+    for name in ("confusion_matrix.png", "roc_curve.png"):
+        with Image.open(tmp_path / name) as image:
+            titles[name] = image.text["Title"]
+    assert titles == {
+        "confusion_matrix.png": f"{prefix}Confusion matrix (threshold 0.5)",
+        "roc_curve.png": f"{prefix}ROC curve",
+    }
+    assert json.loads((tmp_path / "evaluation.json").read_text())["data"] == {"synthetic": synthetic}
+
+
 def test_write_report_handles_single_class_and_rejects_mismatch(tmp_path):
     written = write_report(evaluate([0, 0], [0.2, 0.3]), tmp_path, [0, 0], [0.2, 0.3])
     assert all(p.is_file() for p in written)

@@ -25,6 +25,7 @@ CONFIGURATIONS: list[dict[str, Any]] = [
     {},
     {"validation_ratio": 0.1, "spot_training": True, "training_instance_count": 3},
     {"training_distribution": "ShardedByS3Key", "training_instance_count": 2},
+    {"dataset_schema": "generic", "label_column": "Label", "drop_columns": [], "standard_scaled": []},
 ]
 
 
@@ -115,7 +116,31 @@ def test_evaluation_reads_the_transform_output_and_the_labels() -> None:
     assert inputs == {
         "predictions": requests["transform"]["TransformOutput"]["S3OutputPath"],
         "labels": "s3://artifact-bucket/runs/run-1/processing/test/",
+        # One object of preprocessing's train_headers output, not a data prefix.
+        "dataset": f"s3://artifact-bucket/runs/run-1/processing/train_headers/{jobs.DATASET_FILE}",
     }
+    outputs = {
+        o["OutputName"]: o["S3Output"]["S3Uri"]
+        for o in requests["preprocessing"]["ProcessingOutputConfig"]["Outputs"]
+    }
+    assert inputs["dataset"].startswith(outputs["train_headers"])
+    # Neither the training channels nor the transform input can pick the file up.
+    for channel in requests["training"]["InputDataConfig"]:
+        assert not inputs["dataset"].startswith(channel["DataSource"]["S3DataSource"]["S3Uri"])
+    assert not inputs["dataset"].startswith(
+        requests["transform"]["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    )
+    assert not inputs["dataset"].startswith(inputs["labels"])
+
+
+@pytest.mark.parametrize("schema", ["auto", "uci", "generic"])
+def test_dataset_schema_reaches_preprocessing_and_exploration(schema: str) -> None:
+    requests = requests_for({"dataset_schema": schema})
+    for kind in ("preprocessing", "explore"):
+        arguments = requests[kind]["AppSpecification"]["ContainerArguments"]
+        assert arguments[arguments.index("--dataset-schema") + 1] == schema
+    arguments = requests["evaluation"]["AppSpecification"]["ContainerArguments"]
+    assert "--dataset-schema" not in arguments
     assert requests["evaluation"]["AppSpecification"]["ContainerEntrypoint"] == ["ml-evaluate"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ml import jobs
 from ml.artifacts import LocalArtifactStore
@@ -16,6 +17,11 @@ from ml.cli import main
 from ml.local_runner import LOCAL_SETTINGS, StepFailedError, _stage_data, quality_gate, run_local
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _png_title(path: Path) -> str:
+    with Image.open(path) as image:
+        return str(image.text["Title"])  # type: ignore[attr-defined]
 
 
 def _store_keys(output: Path, bucket: str, prefix: str) -> set[str]:
@@ -74,6 +80,19 @@ def test_run_local_on_synthetic_data_as_a_subprocess(tmp_path: Path) -> None:
     assert {job["status"] for job in report["run"]["jobs"].values()} == {"Completed"}
 
     run_id = report["run"]["run_id"]
+    # The evaluation job's own report (what the state machine reads in AWS) and all four plots
+    # say SYNTHETIC too, from what preprocessing recorded, not from the local runner.
+    evaluation_dir = output / "store" / LOCAL_SETTINGS.artifact_bucket / f"runs/{run_id}/evaluation"
+    job_report = json.loads((evaluation_dir / "evaluation.json").read_text())
+    assert job_report["data"] == {"synthetic": True, "rows": 5000, "notice": report["data"]["notice"]}
+    explore_dir = evaluation_dir.parent / "explore"
+    for png in (
+        evaluation_dir / "confusion_matrix.png",
+        evaluation_dir / "roc_curve.png",
+        explore_dir / "correlation_matrix.png",
+        explore_dir / "scatter_matrix.png",
+    ):
+        assert _png_title(png).startswith("SYNTHETIC DATA: "), png
     names = report["run"]["jobs"]
     assert names["training"]["job_name"] == f"xgb-pipeline-train-{run_id}"
     # The training job received the override through hyperparameters.json.
@@ -95,6 +114,7 @@ def test_run_local_on_synthetic_data_as_a_subprocess(tmp_path: Path) -> None:
         f"{run}/processing/test/test_data.csv",
         f"{run}/processing/test_no_label/test_data_no_label.csv",
         f"{run}/processing/train_headers/train_data_with_headers.csv",
+        f"{run}/processing/train_headers/{jobs.DATASET_FILE}",
         f"{run}/explore/correlation_matrix.png",
         f"{run}/explore/scatter_matrix.png",
         f"{run}/training/{names['training']['job_name']}/output/model.tar.gz",
@@ -154,7 +174,14 @@ def test_another_binary_csv_runs_by_configuration_alone(tmp_path: Path) -> None:
         )
     report = json.loads(run.evaluation_file.read_text())
     assert report["data"]["synthetic"] is False
+    assert "notice" not in report["data"]
     assert report["data"]["uri"] == "s3://local-data/datasets/default/churn.csv"
+    job_report = json.loads(
+        (
+            tmp_path / "out" / "store" / LOCAL_SETTINGS.artifact_bucket / run.state["uris"]["evaluation_key"]
+        ).read_text()
+    )
+    assert job_report["data"] == {"synthetic": False, "rows": 300}
     assert report["n"] == 90
     # The label is learnable from the features, so the model beats guessing.
     assert report["auc"] > 0.7
@@ -167,6 +194,58 @@ def test_another_binary_csv_runs_by_configuration_alone(tmp_path: Path) -> None:
         "quality_gate",
     ]
     assert "SYNTHETIC" not in progress.read_text()
+
+
+def _members_csv(path: Path, n_rows: int = 400) -> Path:
+    """A made-up table whose 0/1 label column is already called Label, features not UCI's."""
+    rng = np.random.default_rng(7)
+    tenure = rng.integers(1, 60, n_rows)
+    spend = rng.normal(80, 25, n_rows).round(2)
+    tickets = rng.poisson(2, n_rows)
+    score = (tenure < 15).astype(float) + 0.5 * (tickets > 3) + rng.normal(0, 0.4, n_rows)
+    label = (score > 0.7).astype(int)
+    lines = ["member_id,tenure,spend,tickets,Label"]
+    lines += [f"M{i},{tenure[i]},{spend[i]},{tickets[i]},{label[i]}" for i in range(n_rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_csv_whose_label_is_already_called_label_runs_by_set_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _members_csv(tmp_path / "members.csv")
+    common = ["run-local", "--data", str(data), "--no-explore"]
+    describe = [
+        "--set",
+        'standard_scaled=["spend"]',
+        "--set",
+        'minmax_scaled=["tenure"]',
+        "--set",
+        'drop_columns=["member_id"]',
+    ]
+    # Without saying it is not the UCI data, the label name makes the UCI schema expected, and
+    # the reason says which --set fixes it.
+    code = main([*common, "--output", str(tmp_path / "auto"), *describe])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "error: step 'preprocessing' failed" in err
+    assert "--set dataset_schema=generic" in err
+
+    output = tmp_path / "generic"
+    code = main([*common, "--output", str(output), *describe, "--set", "dataset_schema=generic"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads((output / "evaluation.json").read_text())
+    assert report["run"]["input"]["dataset_schema"] == "generic"
+    assert report["data"]["synthetic"] is False
+    assert report["n"] == 80
+    assert report["auc"] > 0.7  # the label is learnable from tenure and tickets
+    run = f"runs/{report['run']['run_id']}/processing"
+    store = output / "store" / LOCAL_SETTINGS.artifact_bucket / run
+    header = (store / "train_headers" / "train_data_with_headers.csv").read_text().splitlines()[0]
+    assert header == "Label,tenure,spend,tickets"
+    assert json.loads((store / "train_headers" / jobs.DATASET_FILE).read_text())["schema"] == "generic"
 
 
 @pytest.mark.slow

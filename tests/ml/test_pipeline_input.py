@@ -12,6 +12,7 @@ import pytest
 from ml import jobs
 from ml.hyperparameters import DEFAULT_HYPERPARAMETERS
 from ml.pipeline_input import (
+    DATASET_SCHEMAS,
     INPUT_FIELDS,
     SETTINGS_ENV,
     InputError,
@@ -112,6 +113,17 @@ def test_bad_input_names_the_problem(execution_input: dict[str, object], expecte
     with pytest.raises(InputError) as caught:
         validate_input(execution_input, DATA)
     assert expected in str(caught.value)
+
+
+def test_dataset_schema_is_validated_and_matches_the_dataset_config_names() -> None:
+    from ml.config import DATASET_SCHEMAS as CONFIG_SCHEMAS
+
+    assert tuple(CONFIG_SCHEMAS) == DATASET_SCHEMAS
+    assert validate_input({}, DATA)["dataset_schema"] == "auto"
+    assert validate_input({"dataset_schema": "generic"}, DATA)["dataset_schema"] == "generic"
+    with pytest.raises(InputError) as caught:
+        validate_input({"dataset_schema": "csv"}, DATA)
+    assert "'dataset_schema' must be one of ['auto', 'uci', 'generic'], got \"csv\"" in str(caught.value)
 
 
 def test_every_problem_is_reported_at_once() -> None:
