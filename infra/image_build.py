@@ -17,7 +17,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
-from constructs import Construct
+from constructs import Construct, IDependable
 
 from infra.nag import suppress
 from infra.policies import encrypted_log_group, grant_key_use, unique_log_group_name
@@ -171,25 +171,33 @@ class ContainerImageBuild(Construct):
             # do not use; the role gets exactly the statements below instead.
             role=self.role.without_policy_updates(),
         )
-        self.project.node.add_dependency(self.role)
-        self._grant_build_permissions(encryption_key)
+        # The project gets the role through `without_policy_updates()`, so CDK adds no ordering on
+        # the role's policy: without it a build started right after the deploy (or by the pipeline's
+        # first run) could run before its permissions exist. The role itself needs no DependsOn: the
+        # ServiceRole GetAtt already orders it (cfn-lint W3005).
+        for dependable in self._grant_build_permissions(encryption_key):
+            self.project.node.add_dependency(dependable)
 
-    def _grant_build_permissions(self, encryption_key: kms.IKey) -> None:
+    def _grant_build_permissions(self, encryption_key: kms.IKey) -> list[IDependable]:
+        """Attach the build's statements to the role; returns what holds them (the role's policy)."""
         # ECR push/pull on this repository, plus ecr:GetAuthorizationToken on "*" (docker login):
         # that action has no resource-level permissions, "*" is the only resource it accepts.
-        self.repository.grant_pull_push(self.role)
+        grants = [self.repository.grant_pull_push(self.role)]
         # The buildspec skips the build when IMAGE_TAG is already in the (immutable) repository and
         # seeds --cache-from with the newest image: both look up images with DescribeImages.
-        self.repository.grant(self.role, "ecr:DescribeImages")
-        self.log_group.grant_write(self.role)
+        grants.append(self.repository.grant(self.role, "ecr:DescribeImages"))
+        # A forced rebuild (FORCE_REBUILD=true, the run input's rebuild_image) deletes the existing
+        # tag before it pushes the new image under it: tags are immutable, so that is the only way.
+        grants.append(self.repository.grant(self.role, "ecr:BatchDeleteImage"))
+        grants.append(self.log_group.grant_write(self.role))
         # Exactly the uploaded context object (asset.grant_read would add s3:GetObject*, s3:List*).
-        self.role.add_to_principal_policy(
+        added = self.role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
                 resources=[self.asset.bucket.arn_for_objects(self.asset.s3_object_key)],
             )
         )
-        grant_key_use(encryption_key, self.role, _CODEBUILD_KMS_ACTIONS)
+        grants.append(grant_key_use(encryption_key, self.role, _CODEBUILD_KMS_ACTIONS))
         suppress(
             self.role,
             "AwsSolutions-IAM5",
@@ -198,6 +206,11 @@ class ContainerImageBuild(Construct):
             applies_to=["Resource::*"],
             apply_to_children=True,
         )
+        # A Grant depends on the policy that holds its statements (not on the role).
+        dependables: list[IDependable] = list(grants)
+        if added.policy_dependable is not None:
+            dependables.append(added.policy_dependable)
+        return dependables
 
 
 def _validate_context(root: Path, include: Sequence[str], buildspec: str) -> None:

@@ -18,7 +18,8 @@ launch of each job at `$.run.attempts.<kind>`.
 
 Any other failure is caught, turned into a readable message (SageMaker's FailureReason, the Prepare
 step's validation message, or the quality-gate verdict), published to the SNS topic, and ends in
-the `PipelineFailed` Fail state with the same error and message.
+the `PipelineFailed` Fail state with the same error and message. A run Step Functions itself
+stops (TIMED_OUT, ABORTED) runs no Catch: an EventBridge rule publishes it to the same topic.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aws_cdk import Aws, Duration, Stack
+from aws_cdk import Annotations, Aws, CfnResource, Duration, Stack
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -57,7 +61,20 @@ ATTEMPTS_PATH: Final[str] = "$.run.attempts"
 PARAMETER_OVERRIDES: Final[dict[str, dict[str, str]]] = {
     "model": {"PrimaryContainer.ModelDataUrl": "$.training.model_artifact"},
 }
-DEFAULT_TIMEOUT: Final[Duration] = Duration.hours(48)
+# Upper bound of `max_runtime_seconds` and `max_wait_seconds` in ml.pipeline_input (5 days): no
+# SageMaker job of a run may take longer (spot training's MaxWaitTimeInSeconds includes its run time).
+MAX_JOB_SECONDS: Final[int] = 432_000
+# Jobs of a run bounded by those limits: preprocessing, training, transform, evaluation.
+_BOUNDED_JOBS: Final[int] = 4
+# Image build, lineage, API retries and notifications, generously.
+_OTHER_STEPS_SECONDS: Final[int] = 24 * 3600
+# The execution timeout is a backstop, never the limit a valid run hits first: every job may use
+# its whole allowed time on each of its launches, with the relaunch waits in between
+# (docs/running.md, "How long a run may take").
+DEFAULT_TIMEOUT: Final[Duration] = Duration.seconds(
+    _BOUNDED_JOBS * (jobs.MAX_JOB_LAUNCHES * MAX_JOB_SECONDS + sum(jobs.RELAUNCH_WAIT_SECONDS))
+    + _OTHER_STEPS_SECONDS
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,42 @@ _SYNC_RULES: Final[dict[str, str]] = {
 # SageMaker.AmazonSageMakerException, account capacity limits as ResourceLimitExceeded.
 THROTTLING_ERRORS: Final[tuple[str, ...]] = ("SageMaker.AmazonSageMakerException", "ThrottlingException")
 CAPACITY_ERRORS: Final[tuple[str, ...]] = ("SageMaker.ResourceLimitExceededException",)
+# Throttling and internal errors of the other tasks' integrations. aws-sdk integrations name an
+# error `<Service>.<ErrorCode>` with an `Exception` suffix added when the code lacks one (Step
+# Functions developer guide, "AWS SDK service integrations"); the optimised CodeBuild and SNS
+# integrations report SDK exception names. Client errors (validation, not found, access denied)
+# and States.Timeout are left out: retrying them cannot help.
+TRANSIENT_ERRORS: Final[tuple[str, ...]] = (
+    # aws-sdk:sagemaker (CreateExperiment, CreateTrial)
+    "SageMaker.ThrottlingException",
+    "SageMaker.InternalFailureException",
+    "SageMaker.ServiceUnavailableException",
+    # aws-sdk:ecr (FindImage)
+    "Ecr.ThrottlingException",
+    "Ecr.ServerException",
+    # codebuild:startBuild.sync (BuildImage): unmodelled errors such as throttling
+    "CodeBuild.AWSCodeBuildException",
+    # aws-sdk:s3 (ReadEvaluation)
+    "S3.SlowDownException",
+    "S3.InternalErrorException",
+    "S3.ServiceUnavailableException",
+    # sns:publish (NotifySuccess, NotifyFailure)
+    "SNS.ThrottledException",
+    "SNS.KMSThrottlingException",
+    "SNS.InternalErrorException",
+    "Sns.ThrottledException",
+    "Sns.KmsThrottlingException",
+    "Sns.InternalErrorException",
+)
+# Causes of a throttled SageMaker call reported under the generic SageMaker.SageMakerException.
+THROTTLED_CAUSES: Final[tuple[str, ...]] = ("*Rate exceeded*", "*hrottl*")
+# How the SageMaker tasks wait out throttling and how every other task waits out TRANSIENT_ERRORS.
+RETRY_INTERVAL: Final[Duration] = Duration.seconds(10)
+RETRY_BACKOFF_RATE: Final[float] = 2
+RETRY_MAX_ATTEMPTS: Final[int] = 5
+RETRY_MAX_DELAY: Final[Duration] = Duration.minutes(5)
+# Executions Step Functions ends without running any Catch: only EventBridge sees them end.
+STOPPED_STATUSES: Final[tuple[str, ...]] = ("TIMED_OUT", "ABORTED")
 IMAGE_NOT_FOUND: Final[str] = "Ecr.ImageNotFoundException"
 
 
@@ -156,11 +209,13 @@ class PipelineStateMachine(Construct):
     project, image tag and URI), ``sagemaker_role`` (the jobs' execution role), ``settings``
     (deploy-time defaults, names, retention), ``topic`` (notifications; default: a topic
     encrypted with the storage key, with ``settings.notification_email`` subscribed when set),
-    ``timeout`` of one execution (default 48 hours).
+    ``timeout`` of one execution (default ``DEFAULT_TIMEOUT``: long enough for every job to use
+    its largest allowed run time on each launch).
 
     Attributes: ``state_machine``, ``topic``, ``log_group`` (execution history, all events,
     encrypted with the storage key), ``prepare_function`` (the Prepare Lambda),
-    ``deploy_settings`` (what the Prepare Lambda receives).
+    ``deploy_settings`` (what the Prepare Lambda receives), ``stopped_rule`` (EventBridge rule
+    notifying the topic of timed-out and aborted executions).
     """
 
     def __init__(
@@ -250,7 +305,104 @@ class PipelineStateMachine(Construct):
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
             ),
         )
+        self._drop_redundant_role_dependency()
         self._grant(sagemaker_role, key)
+        self.stopped_rule = self._notify_stopped_runs()
+
+    def _drop_redundant_role_dependency(self) -> None:
+        """Keep only the DependsOn on the role's policy (cfn-lint W3005).
+
+        The state machine references its role's ARN, which already orders it after the role; the
+        explicit DependsOn CDK adds on the role is redundant. The one on the role's default policy
+        is not: the first execution must not start before the policy exists.
+        """
+        machine = self.state_machine.node.default_child
+        policy = self.state_machine.role.node.try_find_child("DefaultPolicy")
+        if not isinstance(machine, CfnResource) or policy is None:
+            return
+        policy_resource = policy.node.default_child
+        if not isinstance(policy_resource, CfnResource):
+            return
+        machine.add_override("DependsOn", [Stack.of(self).get_logical_id(policy_resource)])
+
+    def _notify_stopped_runs(self) -> events.Rule:
+        """A run that times out or is aborted never reaches a Catch: EventBridge reports it instead."""
+        rule = events.Rule(
+            self,
+            "StoppedRunRule",
+            description="Notify the pipeline topic of executions that timed out or were aborted",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={
+                    "stateMachineArn": [self.state_machine.state_machine_arn],
+                    "status": list(STOPPED_STATUSES),
+                },
+            ),
+        )
+        name = events.EventField.from_path("$.detail.name")
+        status = events.EventField.from_path("$.detail.status")
+        machine_arn = events.EventField.from_path("$.detail.stateMachineArn")
+        execution_arn = events.EventField.from_path("$.detail.executionArn")
+        # The target gets the topic by ARN only: given the topic itself, CDK would add a key policy
+        # statement with the wildcard action kms:GenerateDataKey* and an unconditioned topic policy
+        # statement. Both are written out below instead, explicit and limited to this rule.
+        target_topic = sns.Topic.from_topic_arn(self, "StoppedRunTopic", self.topic.topic_arn)
+        rule.add_target(
+            targets.SnsTopic(
+                target_topic,
+                message=events.RuleTargetInput.from_text(
+                    f"ML pipeline run {name} ended {status} without finishing (state machine "
+                    f"{machine_arn}, execution {execution_arn}). TIMED_OUT: the execution ran longer "
+                    "than the state machine timeout; ABORTED: someone stopped it. Step Functions stops "
+                    "the running SageMaker job or image build with it."
+                ),
+            )
+        )
+        published = self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"ArnEquals": {"aws:SourceArn": rule.rule_arn}},
+            )
+        ).statement_added
+        if not published:
+            Annotations.of(self).add_warning_v2(
+                "ml-pipeline:imported-topic",
+                "The notification topic is imported: its owner must let events.amazonaws.com publish "
+                f"to it (sns:Publish, aws:SourceArn = the {rule.node.path} rule), or timed-out and "
+                "aborted runs are not notified.",
+            )
+        # SNS encrypts what EventBridge publishes with the topic's key, on EventBridge's behalf.
+        topic_key = getattr(self.topic, "master_key", None)
+        if topic_key is not None:
+            allowed = topic_key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=["*"],  # in a key policy "*" means this key
+                )
+            ).statement_added
+            if not allowed:
+                Annotations.of(self).add_warning_v2(
+                    "ml-pipeline:imported-topic-key",
+                    "The notification topic's KMS key is imported: its owner must allow "
+                    "events.amazonaws.com kms:Decrypt and kms:GenerateDataKey in the key policy, "
+                    "or timed-out and aborted runs are not notified.",
+                )
+        return rule
+
+    def _retry_transient(self, state: sfn.TaskStateBase | sfn.CustomState, errors: tuple[str, ...]) -> None:
+        """The one retry policy for throttling and internal errors: exponential backoff, full jitter."""
+        state.add_retry(
+            errors=list(errors),
+            interval=RETRY_INTERVAL,
+            backoff_rate=RETRY_BACKOFF_RATE,
+            max_attempts=RETRY_MAX_ATTEMPTS,
+            max_delay=RETRY_MAX_DELAY,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
 
     # ------------------------------------------------------------------------- definition
 
@@ -323,6 +475,7 @@ class PipelineStateMachine(Construct):
             message=sfn.TaskInput.from_json_path_at("$.notification.message"),
             result_path=sfn.JsonPath.DISCARD,
         )
+        self._retry_transient(notify, TRANSIENT_ERRORS)
         # A notification that cannot be sent must not hide the pipeline's own error.
         notify.add_catch(fail, result_path="$.notification_error")
         notify.next(fail)
@@ -343,7 +496,8 @@ class PipelineStateMachine(Construct):
         summarise.next(notify)
 
         # The execution's error: the step's own error name (InputError, QualityGateFailed), or
-        # '<Step>Failed' where Step Functions reports a generic States.* error (the message keeps it).
+        # '<Step>Failed' where Step Functions reports a generic States.* error or a service error
+        # such as SageMaker.AmazonSageMakerException (the message keeps the original name).
         generic_name = sfn.Pass(
             self,
             "NameAfterStep",
@@ -361,7 +515,7 @@ class PipelineStateMachine(Construct):
         own_name.next(summarise)
         name_error = (
             sfn.Choice(self, "NameError")
-            .when(sfn.Condition.string_matches("$.failure.error.Error", "States.*"), generic_name)
+            .when(sfn.Condition.string_matches("$.failure.error.Error", "*.*"), generic_name)
             .otherwise(own_name)
         )
 
@@ -445,7 +599,15 @@ class PipelineStateMachine(Construct):
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             result_selector={"build_id.$": "$.Build.Id", "status.$": "$.Build.BuildStatus"},
             result_path="$.image_build",
+            # container/buildspec.yml replaces the existing tag when this is "true".
+            environment_variables_override={
+                "FORCE_REBUILD": codebuild.BuildEnvironmentVariable(
+                    type=codebuild.BuildEnvironmentVariableType.PLAINTEXT,
+                    value=sfn.JsonPath.format("{}", sfn.JsonPath.string_at("$.run.config.rebuild_image")),
+                )
+            },
         )
+        self._retry_transient(build_image, TRANSIENT_ERRORS)
         build_image.add_catch(self._failed("BuildImage", build.project.project_name), result_path="$.error")
         build_image.next(lineage.start)
 
@@ -464,6 +626,7 @@ class PipelineStateMachine(Construct):
             },
             result_path=sfn.JsonPath.DISCARD,
         )
+        self._retry_transient(find_image, TRANSIENT_ERRORS)
         find_image.add_catch(build_image, errors=[IMAGE_NOT_FOUND], result_path=sfn.JsonPath.DISCARD)
         find_image.add_catch(self._failed("FindImage", build.image_uri), result_path="$.error")
         find_image.next(lineage.start)
@@ -498,8 +661,10 @@ class PipelineStateMachine(Construct):
                 parameters=parameters,
                 result_path=sfn.JsonPath.DISCARD,
             )
+            self._retry_transient(task, TRANSIENT_ERRORS)
             exists = sfn.Choice(self, f"{state_id}Exists", comment="SageMaker refuses a name that exists")
             task.add_catch(exists, result_path="$.error")
+            self._retry_throttled_lineage(state_id, task, exists)
             exists.otherwise(self._failed(state_id, f"$.run.names.{name_key}"))
             return task, exists
 
@@ -528,6 +693,63 @@ class PipelineStateMachine(Construct):
         trial_exists.when(already, join)
         trial.next(join)
         return _Lineage(start=experiment, end=join)
+
+    def _retry_throttled_lineage(self, state_id: str, task: sfn.IChainable, caught: sfn.Choice) -> None:
+        """Throttling of an aws-sdk SageMaker call that arrives under the generic error name.
+
+        SageMaker does not model ThrottlingException, so the aws-sdk integration may report it as
+        SageMaker.SageMakerException, the same name as "already exists", which every run but the
+        first gets from CreateExperiment. A Retry on that name would delay every run; here the
+        Catch's Cause tells them apart and the same policy is applied by hand: up to
+        RETRY_MAX_ATTEMPTS waits, doubling from RETRY_INTERVAL, full jitter (States.MathRandom).
+        """
+        record = f"$.lineage_retry.{state_id}"
+        caps = [
+            min(RETRY_INTERVAL.to_seconds() * RETRY_BACKOFF_RATE**n, RETRY_MAX_DELAY.to_seconds())
+            for n in range(RETRY_MAX_ATTEMPTS)
+        ]
+        cap_list = ", ".join(str(int(cap)) for cap in caps)
+        wait = sfn.Wait(
+            self,
+            f"{state_id}WaitThrottled",
+            comment="Wait out SageMaker's throttling before calling again",
+            time=sfn.WaitTime.seconds_path(f"{record}.wait_seconds"),
+        )
+        wait.next(task)
+
+        throttled = sfn.Condition.and_(
+            sfn.Condition.is_present("$.error.Cause"),
+            sfn.Condition.is_string("$.error.Cause"),
+            sfn.Condition.or_(*(sfn.Condition.string_matches("$.error.Cause", p) for p in THROTTLED_CAUSES)),
+        )
+        first = sfn.Pass(
+            self,
+            f"{state_id}FirstThrottle",
+            comment="First throttled call: attempt 1, wait drawn from [0, first cap]",
+            parameters={"attempt": 1, "wait_seconds.$": f"States.MathRandom(0, {int(caps[0])})"},
+            result_path=record,
+        )
+        first.next(wait)
+        later = sfn.Pass(
+            self,
+            f"{state_id}NextThrottle",
+            comment="Another throttled call: attempt + 1, wait drawn from [0, its cap]",
+            parameters={
+                "attempt.$": f"States.MathAdd({record}.attempt, 1)",
+                "wait_seconds.$": (
+                    f"States.MathRandom(0, States.ArrayGetItem(States.Array({cap_list}), {record}.attempt))"
+                ),
+            },
+            result_path=record,
+        )
+        later.next(wait)
+        caught.when(sfn.Condition.and_(throttled, sfn.Condition.is_not_present(record)), first)
+        caught.when(
+            sfn.Condition.and_(
+                throttled, sfn.Condition.number_less_than(f"{record}.attempt", RETRY_MAX_ATTEMPTS)
+            ),
+            later,
+        )
 
     def _sagemaker_task(self, step: SageMakerStep) -> sfn.CustomState:
         """One task per job kind, from the request the Prepare step computed, with shared Retry/Catch.
@@ -566,14 +788,7 @@ class PipelineStateMachine(Construct):
                 "ResultPath": f"$.{step.kind}",
             },
         )
-        state.add_retry(
-            errors=list(THROTTLING_ERRORS),
-            interval=Duration.seconds(10),
-            backoff_rate=2,
-            max_attempts=5,
-            max_delay=Duration.minutes(5),
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        self._retry_transient(state, THROTTLING_ERRORS)
         state.add_retry(
             errors=list(CAPACITY_ERRORS),
             interval=Duration.minutes(1),
@@ -681,6 +896,7 @@ class PipelineStateMachine(Construct):
             result_selector={"metrics.$": "States.StringToJson($.Body)"},
             result_path="$.evaluation",
         )
+        self._retry_transient(read, TRANSIENT_ERRORS)
         read.add_catch(self._failed("ReadEvaluation", "$.run.names.evaluation"), result_path="$.error")
 
         too_low = sfn.Pass(
@@ -785,6 +1001,7 @@ class PipelineStateMachine(Construct):
             message=sfn.TaskInput.from_json_path_at("$.message"),
             result_path=sfn.JsonPath.DISCARD,
         )
+        self._retry_transient(notify, TRANSIENT_ERRORS)
         # The run itself succeeded; a lost notification is logged in the history, not a failure.
         done = sfn.Succeed(self, "Succeeded")
         notify.add_catch(done, result_path="$.notification_error")
@@ -838,28 +1055,74 @@ class PipelineStateMachine(Construct):
         topic_key = getattr(self.topic, "master_key", None)
         if topic_key is not None and topic_key is not key:
             grant_key_use(topic_key, machine, ("kms:Decrypt", "kms:GenerateDataKey"))
+        # The job requests name this key (VolumeKmsKeyId, KmsKeyId). SageMaker's API reference asks
+        # the execution role for key access but does not say what the caller of Create*Job needs;
+        # services that attach a customer key to volumes on the caller's behalf (EBS, Rekognition,
+        # Feature Store) check DescribeKey and create a grant as the caller. Both are granted here,
+        # the grant only for AWS resources, so a missing permission cannot fail a run at create time.
+        grant_key_use(key, machine, ("kms:DescribeKey",))
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["kms:CreateGrant"],
+                resources=[key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            )
+        )
 
         arn_prefix = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
-        lineage = [
-            f"{arn_prefix}experiment/{prefix}-experiment*",
-            f"{arn_prefix}experiment-trial/{prefix}-trial*",
-        ]
+        job_resources = [r for r in wildcard_resources if not r.startswith("experiment-trial")]
+        lineage_resources = [r for r in wildcard_resources if r.startswith("experiment-trial")]
+        role = machine.role
         suppress(
-            machine.role,
+            role,
             "AwsSolutions-IAM5",
-            "SageMaker job, model, experiment and trial names are generated per run under the "
-            f"pipeline's '{prefix}-<kind>-' prefix; evaluation.json is read from any run's prefix; "
-            "the Prepare function is invoked by ARN and its versions (':*', added by LambdaInvoke); "
-            "CloudWatch Logs delivery and X-Ray actions accept only '*'.",
+            f"SageMaker job and model names are generated per run as '{prefix}-<kind>-<run id>' "
+            "(relaunches add '-r<k>'); the prefix limits the state machine to this pipeline's jobs.",
+            applies_to=[f"Resource::{arn_prefix}{resource}" for resource in job_resources],
+            apply_to_children=True,
+        )
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            f"The run's trial '{prefix}-trial-<run id>' and the jobs' trial components are named per "
+            f"run; the experiment and trial prefixes '{prefix}-experiment'/'{prefix}-trial' keep "
+            "CreateExperiment, CreateTrial and AssociateTrialComponent to this pipeline's lineage.",
             applies_to=[
-                *(f"Resource::{arn_prefix}{resource}" for resource in wildcard_resources),
-                *(f"Resource::{arn}" for arn in lineage),
+                *(f"Resource::{arn_prefix}{resource}" for resource in lineage_resources),
+                f"Resource::{arn_prefix}experiment/{prefix}-experiment*",
+                f"Resource::{arn_prefix}experiment-trial/{prefix}-trial*",
+            ],
+            apply_to_children=True,
+        )
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            f"ReadEvaluation reads runs/<run id>/evaluation/{jobs.EVALUATION_FILE} of the run being "
+            "executed; the run id is only known at run time, the object name is fixed.",
+            applies_to=[
                 RegexAppliesTo(
                     regex=f"/^Resource::.+/runs\\/\\*\\/evaluation\\/{re.escape(jobs.EVALUATION_FILE)}$/"
-                ),
-                RegexAppliesTo(regex="/^Resource::<[A-Za-z0-9]*PrepareFunction[A-F0-9]{8}\\.Arn>:\\*$/"),
-                "Resource::*",
+                )
             ],
+            apply_to_children=True,
+        )
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            "LambdaInvoke grants the Prepare function by ARN and its versions (':*'), so a published "
+            "version or alias of the same function can be invoked; no other function is allowed.",
+            applies_to=[
+                RegexAppliesTo(regex="/^Resource::<[A-Za-z0-9]*PrepareFunction[A-F0-9]{8}\\.Arn>:\\*$/")
+            ],
+            apply_to_children=True,
+        )
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            "X-Ray trace upload (PutTraceSegments, PutTelemetryRecords, GetSampling*) and CloudWatch "
+            "Logs vended delivery (logs:*LogDelivery, DescribeResourcePolicies, DescribeLogGroups) "
+            "accept only the resource '*'.",
+            applies_to=["Resource::*"],
             apply_to_children=True,
         )
 

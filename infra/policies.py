@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, Aws, Names, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, CfnResource, Names, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -98,3 +98,22 @@ def encrypted_log_group(
         encryption_key=key,
         removal_policy=removal_policy,
     )
+
+
+def depend_on_role_policy_only(resource: CfnResource, role: iam.IRole) -> None:
+    """Make ``resource`` DependsOn exactly ``role``'s default policy, not the role itself.
+
+    CDK's ``lambda.Function`` (and ``StateMachine``) add a dependency on their whole role: on its
+    default policy, which matters (the first invocation after a deploy must find its permissions),
+    and on the role, which the role-ARN ``GetAtt`` in the resource's properties already orders
+    (cfn-lint W3005). CDK computes DependsOn at synthesis, so it can only be replaced, by override:
+    call this last, once nothing else adds a dependency to ``resource``.
+    """
+    policy = role.node.try_find_child("DefaultPolicy")
+    policy_resource = policy.node.default_child if policy is not None else None
+    if not isinstance(policy_resource, CfnResource):
+        raise ValueError(
+            f"{role.node.path} has no default policy: add its statements before ordering "
+            f"{resource.node.path} after them"
+        )
+    resource.add_override("DependsOn", [Stack.of(resource).get_logical_id(policy_resource)])

@@ -20,7 +20,13 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.nag import suppress
-from infra.policies import encrypted_log_group, grant_key_use, log_group_arn, unique_log_group_name
+from infra.policies import (
+    depend_on_role_policy_only,
+    encrypted_log_group,
+    grant_key_use,
+    log_group_arn,
+    unique_log_group_name,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "ml.pipeline_input.handler"
@@ -163,32 +169,13 @@ class PrepareFunction(Construct):
             log_group=self.log_group,
             role=self.role.without_policy_updates(),
         )
-        self.function.node.add_dependency(self.role)
-        # checkov reads skips from the resource's Metadata; each says why the check does not apply.
+        # No DependsOn on the role itself (cfn-lint W3005: the Role GetAtt orders it), only on its
+        # policy, so the first invocation finds its log and key permissions. checkov CKV_AWS_115/116/117
+        # on this function are accepted in tests/infra/policy_rules.py (CHECKOV_ACCEPTED), with reasons.
         cfn_function = self.function.node.default_child
         if not isinstance(cfn_function, lambda_.CfnFunction):
-            raise TypeError("lambda.Function without its CfnFunction: cannot attach checkov metadata")
-        cfn_function.add_metadata(
-            "checkov",
-            {
-                "skip": [
-                    {
-                        "id": "CKV_AWS_116",
-                        "comment": "Invoked synchronously by Step Functions only, which catches and reports "
-                        "failures; a dead-letter queue applies to asynchronous invocations.",
-                    },
-                    {
-                        "id": "CKV_AWS_117",
-                        "comment": "Pure input validation without network access: a VPC would only add ENIs.",
-                    },
-                    {
-                        "id": "CKV_AWS_115",
-                        "comment": "Runs once per pipeline run; reserved concurrency would take from the account's "
-                        "unreserved pool, which fails deployment in accounts with the default limit of 10.",
-                    },
-                ]
-            },
-        )
+            raise TypeError("lambda.Function without its CfnFunction: cannot set its DependsOn")
+        depend_on_role_policy_only(cfn_function, self.role)
         suppress(
             self.function,
             "AwsSolutions-L1",
@@ -200,12 +187,19 @@ class PrepareFunction(Construct):
         suppress(
             self.role,
             "AwsSolutions-IAM5",
-            "Log streams of the function's own log group are created by Lambda with generated names; "
-            "X-Ray PutTraceSegments/PutTelemetryRecords accept only '*'.",
+            "Lambda creates the streams of the function's own log group with generated names; the "
+            "log group itself is named exactly.",
             applies_to=[
                 f"Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
                 f"{log_group_name}:log-stream:*",
-                "Resource::*",
             ],
+            apply_to_children=True,
+        )
+        suppress(
+            self.role,
+            "AwsSolutions-IAM5",
+            "xray:PutTraceSegments and xray:PutTelemetryRecords (active tracing) have no resource-level "
+            "permissions: IAM accepts only '*'.",
+            applies_to=["Resource::*"],
             apply_to_children=True,
         )

@@ -20,6 +20,15 @@ SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
 SAGEMAKER_JOB_LOG_GROUPS = "/aws/sagemaker/*Jobs"
 SAGEMAKER_METRIC_NAMESPACE = "/aws/sagemaker/*"
 
+# Every job request (ml/jobs.py) names the key as KmsKeyId of its S3 output (OutputDataConfig,
+# ProcessingOutputConfig, TransformOutput): the SageMaker API reference requires kms:Encrypt on the
+# execution role for that. DescribeKey: SageMaker checks the key before using it for a volume.
+KMS_JOB_OUTPUT_ACTIONS: tuple[str, ...] = ("kms:Encrypt", "kms:DescribeKey")
+# VolumeKmsKeyId: the ML storage volumes are EBS volumes encrypted with the key; attaching them makes
+# EC2 use the key through a grant the role creates. The condition limits the role to grants for
+# AWS services, so it cannot hand the key to an arbitrary principal.
+KMS_VOLUME_GRANT_CONDITION: dict[str, dict[str, str]] = {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+
 
 def _prefix_pattern(prefix: str) -> str:
     if not prefix.endswith("/") or prefix.startswith("/") or "*" in prefix:
@@ -34,7 +43,10 @@ class SageMakerExecutionRole(Construct):
 
     - S3: read ``data_bucket`` under ``data_prefix`` (default ``datasets/``); read and write
       ``artifact_bucket`` under ``artifact_prefix`` (default ``runs/``); ``s3:ListBucket`` on both,
-      conditioned on those prefixes; ``kms:Decrypt``/``kms:GenerateDataKey`` on ``key``;
+      conditioned on those prefixes;
+    - KMS, on ``key`` only: ``kms:Decrypt``/``kms:GenerateDataKey`` (SSE-KMS objects),
+      ``kms:Encrypt``/``kms:DescribeKey`` (the jobs' output ``KmsKeyId``), ``kms:CreateGrant`` with
+      ``kms:GrantIsForAWSResource = true`` (storage volumes encrypted with ``VolumeKmsKeyId``);
     - ECR: pull from ``repository`` (plus ``ecr:GetAuthorizationToken``, which only accepts "*");
     - CloudWatch Logs: the SageMaker job log groups ``/aws/sagemaker/*Jobs`` and their streams;
     - CloudWatch metrics: ``cloudwatch:PutMetricData`` in namespaces ``/aws/sagemaker/*``.
@@ -114,27 +126,56 @@ class SageMakerExecutionRole(Construct):
                 resources=["*"],
                 conditions={"StringLike": {"cloudwatch:namespace": SAGEMAKER_METRIC_NAMESPACE}},
             ),
+            iam.PolicyStatement(
+                sid="EncryptJobOutputs",
+                actions=list(KMS_JOB_OUTPUT_ACTIONS),
+                resources=[key.key_arn],
+            ),
+            iam.PolicyStatement(
+                sid="AttachEncryptedVolumes",
+                actions=["kms:CreateGrant"],
+                resources=[key.key_arn],
+                conditions=KMS_VOLUME_GRANT_CONDITION,
+            ),
         ]
         policy = iam.Policy(self, "Policy", statements=statements)
         self.role.attach_inline_policy(policy)
         repository.grant_pull(self.role)
         grant_key_use(key, self.role, KMS_S3_READ_WRITE_ACTIONS)
 
+        log_groups = (
+            "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+            f"{SAGEMAKER_JOB_LOG_GROUPS}"
+        )
+        # One suppression per kind of IAM5 finding, each with its own reason. The bucket part of an
+        # object ARN is a token (GetAtt, import or literal): match on the prefix.
         suppress(
             policy,
             "AwsSolutions-IAM5",
-            "Object wildcards are the pipeline's own prefixes (data sets read-only, run artefacts "
-            "read/write); job log groups and streams are named by SageMaker per job; PutMetricData "
-            "only accepts '*' and is limited to the /aws/sagemaker/* namespaces by condition.",
-            applies_to=[
-                # The bucket part is a token (GetAtt, import or literal): match on the prefix.
-                RegexAppliesTo(regex=f"/^Resource::.+/{re.escape(data_objects)}$/"),
-                RegexAppliesTo(regex=f"/^Resource::.+/{re.escape(artifact_objects)}$/"),
-                f"Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:{SAGEMAKER_JOB_LOG_GROUPS}",
-                f"Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
-                f"{SAGEMAKER_JOB_LOG_GROUPS}:log-stream:*",
-                "Resource::*",
-            ],
+            f"Jobs read any object of the data sets under '{data_prefix}' (read-only: s3:GetObject); "
+            "object names are chosen by whoever uploads a data set.",
+            applies_to=[RegexAppliesTo(regex=f"/^Resource::.+/{re.escape(data_objects)}$/")],
+        )
+        suppress(
+            policy,
+            "AwsSolutions-IAM5",
+            f"Jobs read and write run artefacts under '{artifact_prefix}<run id>/'; run ids are "
+            "generated per execution, so the prefix is the narrowest fixed scope.",
+            applies_to=[RegexAppliesTo(regex=f"/^Resource::.+/{re.escape(artifact_objects)}$/")],
+        )
+        suppress(
+            policy,
+            "AwsSolutions-IAM5",
+            "SageMaker writes job logs to the log groups /aws/sagemaker/ProcessingJobs, TrainingJobs and "
+            "TransformJobs, with one stream per job and host named by SageMaker.",
+            applies_to=[log_groups, f"{log_groups}:log-stream:*"],
+        )
+        suppress(
+            policy,
+            "AwsSolutions-IAM5",
+            "cloudwatch:PutMetricData has no resource-level permissions (IAM accepts only '*'); the "
+            f"cloudwatch:namespace condition limits it to {SAGEMAKER_METRIC_NAMESPACE}.",
+            applies_to=["Resource::*"],
         )
         if isinstance(self.role, iam.Role):
             # Only when the role is ours: the default policy holds CDK's ECR pull grant.

@@ -125,6 +125,7 @@ STUB_AWS = """#!/usr/bin/env bash
 echo "aws $*" >> "$CALLS"
 case "$*" in
   "ecr get-login-password"*) echo secret-token ;;
+  "ecr batch-delete-image"*) echo "imageIds: deleted" ;;
   *"--image-ids imageTag=$EXISTING_TAG"*) echo sha256:abc ;;
   *"--image-ids"*) echo "An error occurred (ImageNotFoundException) when calling the DescribeImages operation" >&2; exit 254 ;;
   *"--filter tagStatus=TAGGED"*) echo "${PREVIOUS_TAG:-None}" ;;
@@ -137,7 +138,9 @@ if [ "$1" = login ]; then cat > /dev/null; fi
 """
 
 
-def _run_buildspec(tmp_path: Path, existing_tag: str, previous_tag: str = "None") -> list[str]:
+def _run_buildspec(
+    tmp_path: Path, existing_tag: str, previous_tag: str = "None", force_rebuild: str | None = None
+) -> list[str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in (("aws", STUB_AWS), ("docker", STUB_DOCKER)):
@@ -158,6 +161,10 @@ def _run_buildspec(tmp_path: Path, existing_tag: str, previous_tag: str = "None"
         **{k: str(v) for k, v in spec["env"]["variables"].items()},
     }
     env["SKIP_MARKER"] = str(tmp_path / "skip-marker")
+    env["FORCE_MARKER"] = str(tmp_path / "force-marker")
+    if force_rebuild is not None:
+        # What the state machine's EnvironmentVariablesOverride sets for this build.
+        env["FORCE_REBUILD"] = force_rebuild
     for phase in ("pre_build", "build", "post_build"):
         for script in spec["phases"][phase]["commands"]:
             result = subprocess.run(
@@ -192,3 +199,40 @@ def test_buildspec_first_build_has_no_cache_source(tmp_path: Path) -> None:
     calls = _run_buildspec(tmp_path, existing_tag="other")
     build = next(call for call in calls if call.startswith("docker build"))
     assert "--cache-from" not in build
+
+
+def test_buildspec_does_not_force_by_default() -> None:
+    spec = yaml.safe_load(BUILDSPEC.read_text())
+    assert spec["env"]["variables"]["FORCE_REBUILD"] == "false"
+
+
+def test_forced_rebuild_replaces_an_existing_tag_without_cache(tmp_path: Path) -> None:
+    calls = _run_buildspec(tmp_path, existing_tag="abc123", previous_tag="old999", force_rebuild="true")
+    uri = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pipeline-image:abc123"
+    # No existence check that would stop the build, and no layer reuse.
+    assert not any("describe-images" in call for call in calls)
+    (build,) = [call for call in calls if call.startswith("docker build")]
+    assert "--no-cache" in build and "--cache-from" not in build
+    assert "--file container/Dockerfile" in build and f"--tag {uri}" in build and build.endswith(" .")
+    # Immutable tags: the old image loses its tag first, then the new one is pushed under it.
+    assert calls[-2:] == [
+        "aws ecr batch-delete-image --repository-name pipeline-image --image-ids imageTag=abc123 --output text",
+        f"docker push {uri}",
+    ]
+
+
+def test_forced_rebuild_of_a_missing_tag_still_pushes(tmp_path: Path) -> None:
+    calls = _run_buildspec(tmp_path, existing_tag="other", force_rebuild="true")
+    assert calls[-1] == "docker push 123456789012.dkr.ecr.eu-west-1.amazonaws.com/pipeline-image:abc123"
+
+
+def test_unforced_build_keeps_the_existing_tag(tmp_path: Path) -> None:
+    calls = _run_buildspec(tmp_path, existing_tag="abc123", force_rebuild="false")
+    assert not any(
+        call.startswith(("docker build", "docker push", "aws ecr batch-delete-image")) for call in calls
+    )
+
+
+def test_invalid_force_rebuild_value_fails_the_build(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="FORCE_REBUILD must be true or false, got 'yes'"):
+        _run_buildspec(tmp_path, existing_tag="abc123", force_rebuild="yes")

@@ -26,6 +26,12 @@ def synthesized_app(
 
 
 @pytest.fixture(scope="session")
+def all_apps(tmp_path_factory: pytest.TempPathFactory) -> list[SynthesizedApp]:
+    """Every configuration variant at once, for checks that span them (accepted findings in use)."""
+    return [_synthesized(name, tmp_path_factory) for name in APP_VARIANTS]
+
+
+@pytest.fixture(scope="session")
 def default_app(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedApp:
     return _synthesized("default", tmp_path_factory)
 

@@ -111,6 +111,7 @@ def test_codebuild_role_has_exactly_the_scoped_statements(built: Built) -> None:
     assert len(statements) == 5
     assert actions_of(by_resource[str({"Fn::GetAtt": [repo, "Arn"]})]) == {
         "ecr:BatchCheckLayerAvailability",
+        "ecr:BatchDeleteImage",
         "ecr:BatchGetImage",
         "ecr:DescribeImages",
         "ecr:GetDownloadUrlForLayer",
@@ -280,3 +281,16 @@ def test_construct_works_in_a_plain_app_without_project_flags(build_context: Pat
 def test_make_build_context_shape(tmp_path: Path) -> None:
     root = make_build_context(tmp_path / "c")
     assert (root / "container" / "buildspec.yml").is_file()
+
+
+def test_project_waits_for_the_role_policy_but_not_redundantly_for_the_role(built: Built) -> None:
+    # The role comes in through without_policy_updates(): only the explicit DependsOn on its policy
+    # keeps a first build from running before its permissions exist. The role is ordered by the
+    # ServiceRole GetAtt already; a DependsOn on it is what cfn-lint reports as W3005.
+    project_id, project = the_resource(built.template, "AWS::CodeBuild::Project")
+    (policy_id,) = resources_of_type(built.template, "AWS::IAM::Policy")
+    role_id = built.ref(built.build.role)
+    assert project["DependsOn"] == [policy_id]
+    assert project["Properties"]["ServiceRole"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    assert built.template["Resources"][policy_id]["Properties"]["Roles"] == [{"Ref": role_id}]
+    assert project_id not in str(built.template["Resources"][policy_id])

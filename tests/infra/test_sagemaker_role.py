@@ -128,8 +128,69 @@ def test_statements_are_exactly_the_scoped_ones(fx: Fixture) -> None:
         ),
         (frozenset({"ecr:GetAuthorizationToken"}), "*", "None"),
         (frozenset({"kms:Decrypt", "kms:GenerateDataKey"}), str(key), "None"),
+        (frozenset({"kms:Encrypt", "kms:DescribeKey"}), str(key), "None"),
+        (
+            frozenset({"kms:CreateGrant"}),
+            str(key),
+            str({"Bool": {"kms:GrantIsForAWSResource": "true"}}),
+        ),
     }
     assert found == expected
+
+
+def test_kms_statements_cover_output_and_volume_encryption_on_the_key_only(fx: Fixture) -> None:
+    # ml/jobs.py sets KmsKeyId (S3 outputs) and VolumeKmsKeyId (ML storage volumes) to this key.
+    statements = policy_statements(fx.template, "SageMakerRole")
+    kms_statements = [s for s in statements if any(a.startswith("kms:") for a in actions_of(s))]
+    key = fx.arn(fx.key)
+    assert all(s["Resource"] == key for s in kms_statements), "KMS permissions must name the stack's key"
+    by_sid = {s.get("Sid"): s for s in kms_statements}
+    assert by_sid["EncryptJobOutputs"] == {
+        "Sid": "EncryptJobOutputs",
+        "Effect": "Allow",
+        "Action": ["kms:DescribeKey", "kms:Encrypt"],  # CDK sorts the actions
+        "Resource": key,
+    }
+    assert by_sid["AttachEncryptedVolumes"] == {
+        "Sid": "AttachEncryptedVolumes",
+        "Effect": "Allow",
+        "Action": "kms:CreateGrant",
+        "Resource": key,
+        "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+    }
+    granted = set().union(*(actions_of(s) for s in kms_statements))
+    assert granted == {
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+        "kms:Encrypt",
+        "kms:DescribeKey",
+        "kms:CreateGrant",
+    }
+    # CreateGrant appears only in the conditioned statement.
+    assert [s for s in kms_statements if "kms:CreateGrant" in actions_of(s)] == [
+        by_sid["AttachEncryptedVolumes"]
+    ]
+
+
+def test_each_iam5_suppression_has_one_kind_of_finding_and_its_own_reason(fx: Fixture) -> None:
+    policies = {
+        k: r
+        for k, r in fx.template["Resources"].items()
+        if k.startswith("SageMakerRolePolicy") and r["Type"] == "AWS::IAM::Policy"
+    }
+    (policy,) = policies.values()
+    suppressions = policy["Metadata"]["cdk_nag"]["rules_to_suppress"]
+    assert {s["id"] for s in suppressions} == {"AwsSolutions-IAM5"}
+    findings = [[str(a) for a in s["applies_to"]] for s in suppressions]
+    assert len(findings) == 4
+    assert any("datasets" in f[0] for f in findings if len(f) == 1)
+    assert any("runs" in f[0] for f in findings if len(f) == 1)
+    assert ["Resource::*"] in findings
+    (log_findings,) = [f for f in findings if len(f) == 2]
+    assert all(":log-group:/aws/sagemaker/*Jobs" in f for f in log_findings)
+    reasons = [s["reason"] for s in suppressions]
+    assert len(set(reasons)) == len(reasons)
+    assert "PutMetricData" in next(s["reason"] for s in suppressions if s["applies_to"] == ["Resource::*"])
 
 
 def test_no_nag_findings_and_no_wildcard_actions(fx: Fixture) -> None:
@@ -190,6 +251,8 @@ def test_existing_role_gets_the_same_grants() -> None:
         "s3:PutObject",
         "ecr:BatchGetImage",
         "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:CreateGrant",
         "cloudwatch:PutMetricData",
     } <= actions
 

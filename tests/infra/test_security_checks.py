@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import csv
 import re
+from typing import Any
 
+from infra.stack import PROJECT_ROOT
 from tests.infra.helpers import SynthesizedApp, all_errors_and_warnings, run_cfn_lint, run_checkov
 from tests.infra.policy_rules import (
     CFN_LINT_ACCEPTED,
     CHECKOV_ACCEPTED,
     STAR_RESOURCE_ACTIONS,
+    cfn_lint_accepted_reason,
+    cfn_lint_location,
+    checkov_accepted_reason,
     pass_role_violations,
     statements,
     wildcard_violations,
 )
+
+DEPLOY_DOC = PROJECT_ROOT / "docs" / "deploy.md"
 
 
 def test_the_app_has_stacks(synthesized_app: SynthesizedApp) -> None:
@@ -42,38 +49,117 @@ def test_cdk_nag_ran_and_every_suppression_has_a_reason(synthesized_app: Synthes
 
 
 def test_cfn_lint_is_clean(synthesized_app: SynthesizedApp) -> None:
-    problems = []
-    for name, path in synthesized_app.template_paths.items():
-        for match in run_cfn_lint(path):
-            rule = match["Rule"]["Id"]
-            location = "/".join(str(p) for p in match["Location"]["Path"])
-            accepted = any(
-                rule == rule_id and re.search(message, match["Message"]) and re.search(where, location)
-                for rule_id, message, where in CFN_LINT_ACCEPTED
-            )
-            if not accepted:
-                problems.append(f"{name}: {rule} {location}: {match['Message']}")
+    problems = [
+        f"{name}: {match['Rule']['Id']} {cfn_lint_location(match)}: {match['Message']}"
+        for name, path in synthesized_app.template_paths.items()
+        for match in run_cfn_lint(path)
+        if cfn_lint_accepted_reason(match) is None
+    ]
     assert problems == []
 
 
-def test_checkov_passes_except_accepted_findings(synthesized_app: SynthesizedApp) -> None:
-    problems = []
-    for name, path in synthesized_app.template_paths.items():
+def _failed_checkov_checks(app: SynthesizedApp) -> list[tuple[str, str, dict[str, Any]]]:
+    failed = []
+    for name, path in app.template_paths.items():
         report = run_checkov(path)
         assert report["summary"]["parsing_errors"] == 0, report["summary"]
         assert report["summary"]["passed"] > 0, "checkov checked nothing"
-        for failed in report["results"]["failed_checks"]:
-            logical_id = failed["resource"].split(".", 1)[1]
-            accepted = CHECKOV_ACCEPTED.get(failed["check_id"])
-            if accepted is None or not re.match(accepted[1], logical_id):
-                problems.append(f"{name}: {failed['check_id']} {failed['resource']}: {failed['check_name']}")
+        failed += [(name, f["resource"].split(".", 1)[1], f) for f in report["results"]["failed_checks"]]
+    return failed
+
+
+def test_checkov_passes_except_accepted_findings(synthesized_app: SynthesizedApp) -> None:
+    problems = [
+        f"{name}: {failed['check_id']} {failed['resource']}: {failed['check_name']}"
+        for name, logical_id, failed in _failed_checkov_checks(synthesized_app)
+        if checkov_accepted_reason(failed["check_id"], logical_id) is None
+    ]
     assert problems == []
 
 
+def test_no_checkov_skips_in_templates(synthesized_app: SynthesizedApp) -> None:
+    # CHECKOV_ACCEPTED is the one list of accepted findings: a skip in a resource's Metadata would
+    # hide a finding from it (and from the table in docs/deploy.md).
+    skipping = [
+        f"{name}: {logical_id}"
+        for name, template in synthesized_app.templates.items()
+        for logical_id, resource in template["Resources"].items()
+        if "checkov" in (resource.get("Metadata") or {})
+    ]
+    assert skipping == []
+
+
+def test_every_accepted_finding_still_occurs(all_apps: list[SynthesizedApp]) -> None:
+    # An entry nothing matches any more would accept a future finding unseen: remove it instead.
+    unused_checkov = set(CHECKOV_ACCEPTED)
+    unused_cfn_lint = set(CFN_LINT_ACCEPTED)
+    for app in all_apps:
+        for _, logical_id, failed in _failed_checkov_checks(app):
+            unused_checkov -= {
+                (check_id, pattern)
+                for check_id, pattern in CHECKOV_ACCEPTED
+                if check_id == failed["check_id"] and re.match(pattern, logical_id)
+            }
+        for path in app.template_paths.values():
+            for match in run_cfn_lint(path):
+                unused_cfn_lint -= {
+                    key
+                    for key in CFN_LINT_ACCEPTED
+                    if key[0] == match["Rule"]["Id"]
+                    and re.search(key[1], match["Message"])
+                    and re.search(key[2], cfn_lint_location(match))
+                }
+    assert unused_checkov == set()
+    assert unused_cfn_lint == set()
+
+
 def test_checkov_accepted_list_has_reasons() -> None:
-    for check_id, (reason, pattern) in CHECKOV_ACCEPTED.items():
+    for (check_id, pattern), reason in CHECKOV_ACCEPTED.items():
         assert re.fullmatch(r"CKV2?_AWS_\d+", check_id)
-        assert len(reason) > 40 and pattern.startswith("^")
+        assert len(reason) > 40 and pattern.startswith("^") and pattern.endswith("$")
+    for (rule_id, message, location), reason in CFN_LINT_ACCEPTED.items():
+        assert re.fullmatch(r"[EWI]\d{4}", rule_id)
+        assert message.startswith("^") and location.startswith("^Resources/")
+        assert len(reason) > 40
+
+
+def _doc_table_rows(heading: str) -> list[tuple[str, str]]:
+    """(rule id, logical-id prefix) of each row of the table right below ``heading``: the first
+    backticked word of the first and second cells."""
+    lines = DEPLOY_DOC.read_text(encoding="utf-8").splitlines()
+    start = lines.index(heading)
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.strip() and rows:
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or set(cells[0]) <= {"-", " "} or cells[0] in {"check", "rule"}:
+            continue
+        rule = re.match(r"`([A-Z0-9_]+)`", cells[0])
+        resource = re.search(r"`([A-Za-z0-9]+)`", cells[1])
+        assert rule and resource, f"docs/deploy.md row without a `RULE` and a `LogicalIdPrefix`: {line}"
+        rows.append((rule.group(1), resource.group(1)))
+    return rows
+
+
+def _matches_prefix(pattern: str, prefix: str) -> bool:
+    # The doc names the logical id without CDK's 8-character hash suffix.
+    return re.match(pattern, prefix + "0A1B2C3D") is not None
+
+
+def test_deploy_doc_lists_exactly_the_accepted_checkov_findings() -> None:
+    rows = _doc_table_rows("Accepted checkov findings (`CHECKOV_ACCEPTED`):")
+    assert len(rows) == len(CHECKOV_ACCEPTED)
+    for check_id, pattern in CHECKOV_ACCEPTED:
+        assert any(c == check_id and _matches_prefix(pattern, r) for c, r in rows), (check_id, pattern)
+
+
+def test_deploy_doc_lists_exactly_the_accepted_cfn_lint_findings() -> None:
+    rows = _doc_table_rows("Accepted cfn-lint findings (`CFN_LINT_ACCEPTED`):")
+    assert len(rows) == len(CFN_LINT_ACCEPTED)
+    for rule_id, _, location in CFN_LINT_ACCEPTED:
+        resource_pattern = "^" + location.split("/")[1]
+        assert any(c == rule_id and _matches_prefix(resource_pattern, r) for c, r in rows), rule_id
 
 
 def test_no_wildcard_actions_and_star_resources_only_where_required(synthesized_app: SynthesizedApp) -> None:

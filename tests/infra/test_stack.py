@@ -21,7 +21,10 @@ REQUIRED_OUTPUTS = {
     "BuildProjectName",
     "SageMakerRoleArn",
     "KmsKeyArn",
+    "StateMachineArn",
+    "NotificationTopicArn",
 }
+DEPLOY_DOC = PROJECT_ROOT / "docs" / "deploy.md"
 
 
 def test_stack_outputs(default_app: SynthesizedApp) -> None:
@@ -34,6 +37,32 @@ def test_stack_outputs(default_app: SynthesizedApp) -> None:
     assert template["Outputs"]["SageMakerRoleArn"]["Value"] == {
         "Fn::GetAtt": [stack.get_logical_id(stack.sagemaker_role.role.node.default_child), "Arn"]
     }
+
+
+def test_deploy_doc_lists_every_stack_output(default_app: SynthesizedApp) -> None:
+    doc = DEPLOY_DOC.read_text(encoding="utf-8")
+    table = doc[doc.index("### Stack outputs") : doc.index("## The container image")]
+    documented = {
+        line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")
+    }
+    assert documented == set(default_app.templates[STACK_NAME]["Outputs"])
+
+
+def test_deploy_doc_reuse_table_lists_the_reusable_constructs() -> None:
+    doc = DEPLOY_DOC.read_text(encoding="utf-8")
+    table = doc[doc.index("## Reuse the constructs") : doc.index("The build project passes")]
+    for construct in (
+        "infra.storage.PipelineStorage",
+        "infra.image_build.ContainerImageBuild",
+        "infra.sagemaker_role.SageMakerExecutionRole",
+        "infra.pipeline.PipelineStateMachine",
+    ):
+        assert f"| `{construct}` |" in table, construct
+    row = next(line for line in table.splitlines() if "PipelineStateMachine" in line)
+    for name in ("storage", "image_build", "sagemaker_role", "settings", "topic", "timeout"):
+        assert f"`{name}`" in row.split("|")[2], name
+    for name in ("state_machine", "topic", "log_group", "prepare_function", "deploy_settings"):
+        assert f"`{name}`" in row.split("|")[3], name
 
 
 def test_stack_is_environment_agnostic(default_app: SynthesizedApp) -> None:

@@ -39,6 +39,13 @@ from tests.support.sfn_harness import (
 MANIFEST = json.dumps(
     {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
 )
+REBUILT_MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "annotations": {"rebuilt": "true"},
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,23 @@ class PipelineEnv:
 
     def push_image(self, build: dict[str, Any] | None = None) -> None:
         """What container/buildspec.yml does: push the image under IMAGE_TAG, unless that (immutable)
-        tag is already in ECR, in which case the build stops early and succeeds."""
+        tag is already in ECR, in which case the build stops early and succeeds. With the
+        FORCE_REBUILD=true override of the latest StartBuild it deletes the tag and pushes a new
+        image (another manifest, so another digest) under it."""
         ecr = self.clients["ecr"]
+        started = moto_sfn_codebuild.STARTED[-1] if moto_sfn_codebuild.STARTED else {}
+        overrides = {v["name"]: v["value"] for v in started.get("environmentVariablesOverride", [])}
+        if overrides.get("FORCE_REBUILD") == "true":
+            ecr.batch_delete_image(
+                repositoryName=self.names["repository"],
+                imageIds=[{"imageTag": self.names["build_image_tag"]}],
+            )
+            ecr.put_image(
+                repositoryName=self.names["repository"],
+                imageManifest=REBUILT_MANIFEST,
+                imageTag=self.names["build_image_tag"],
+            )
+            return
         try:
             ecr.describe_images(
                 repositoryName=self.names["repository"],

@@ -9,6 +9,7 @@ environment variables), so this checks that the build produces the tag the looku
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import boto3
@@ -40,7 +41,26 @@ def ensure_image(states: dict[str, Any], run_config: dict[str, Any], ecr: Any, c
             (catcher,) = [c for c in find["Catch"] if "Ecr.ImageNotFoundException" in c["ErrorEquals"]]
             nxt = catcher["Next"]
     assert nxt == "BuildImage"
-    return str(codebuild.start_build(**api_case(states["BuildImage"]["Parameters"]))["build"]["id"])
+    parameters = dict(states["BuildImage"]["Parameters"])
+    parameters["EnvironmentVariablesOverride"] = [
+        override_value(override, run_config) for override in parameters["EnvironmentVariablesOverride"]
+    ]
+    return str(codebuild.start_build(**api_case(parameters))["build"]["id"])
+
+
+FORMAT_OF_CONFIG = re.compile(r"^States\.Format\('\{\}', \$\.run\.config\.(\w+)\)$")
+
+
+def override_value(override: dict[str, Any], run_config: dict[str, Any]) -> dict[str, Any]:
+    """The override as Step Functions sends it: States.Format('{}', <config value>) renders JSON
+    text (a boolean becomes `true`/`false`)."""
+    if "Value.$" not in override:
+        return override
+    match = FORMAT_OF_CONFIG.match(override["Value.$"])
+    assert match, f"unexpected override expression {override['Value.$']!r}"
+    rendered = {key: value for key, value in override.items() if key != "Value.$"}
+    rendered["Value"] = json.dumps(run_config[match.group(1)])
+    return rendered
 
 
 @pytest.fixture
@@ -96,3 +116,11 @@ def test_rebuild_request_builds_even_when_the_image_exists(synthesized, image_aw
     build_id = ensure_image(states, {"rebuild_image": True}, image_aws["ecr"], image_aws["codebuild"])
     assert build_id is not None
     assert image_aws["codebuild"].list_builds()["ids"] == [build_id]
+    # The build is told to replace the tag (container/buildspec.yml reads FORCE_REBUILD).
+    (override,) = states["BuildImage"]["Parameters"]["EnvironmentVariablesOverride"]
+    assert override_value(override, {"rebuild_image": True}) == {
+        "Name": "FORCE_REBUILD",
+        "Type": "PLAINTEXT",
+        "Value": "true",
+    }
+    assert override_value(override, {"rebuild_image": False})["Value"] == "false"

@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.core.exceptions import JsonRESTError
+from moto.ecr.models import ECRBackend
+from moto.sagemaker.models import SageMakerModelBackend
 
+from infra.pipeline import TRANSIENT_ERRORS
 from ml import jobs, pipeline_input
 from tests.support import moto_sfn_codebuild, moto_sfn_sagemaker
 from tests.support.moto_sfn_codebuild import BuildFailedError
-from tests.support.moto_sfn_extras import RetryClock
+from tests.support.moto_sfn_extras import RetryClock, WaitClock
 from tests.support.moto_sfn_sagemaker import JobFailedError, SageMakerApiError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +69,9 @@ def fake_runners(
 
     def other(kind: str):
         def run(request: dict[str, Any]) -> None:
+            if kind == "model" and kind in fail:
+                # CreateModel starts no job: its failure is SageMaker refusing the call.
+                raise SageMakerApiError("ValidationException", fail[kind])
             if kind in fail:
                 raise JobFailedError(fail[kind])
 
@@ -160,6 +167,13 @@ def test_ensure_image_states_shape(synthesized):
     build = states["BuildImage"]
     assert build["Resource"] == "arn:aws:states:::codebuild:startBuild.sync"
     assert build["Next"] == "CreateExperiment"
+    assert build["Parameters"]["EnvironmentVariablesOverride"] == [
+        {
+            "Name": "FORCE_REBUILD",
+            "Type": "PLAINTEXT",
+            "Value.$": "States.Format('{}', $.run.config.rebuild_image)",
+        }
+    ]
 
 
 def test_logging_tracing_and_encryption(synthesized):
@@ -249,6 +263,11 @@ def test_overrides_reach_the_job_requests(pipeline):
     [
         ("Preprocessing", "preprocessing", "AlgorithmError: column 'Label' not found in the data set"),
         ("Training", "training", "AlgorithmError: ExecuteUserScriptError: num_round must be >= 1"),
+        (
+            "CreateModel",
+            "model",
+            "Could not find model data at s3://artifact-bucket/runs/x/training/model.tar.gz.",
+        ),
         ("Transform", "transform", "ClientError: row 12 has 22 values, expected 23"),
         ("Evaluation", "evaluation", "AlgorithmError: no predictions found under the transform output"),
     ],
@@ -272,6 +291,105 @@ def test_failed_job_is_notified_with_step_job_and_reason(pipeline, state_name, k
     assert (
         pipeline.clients["sagemaker"].list_training_jobs()["TrainingJobSummaries"] or kind == "preprocessing"
     )
+
+
+def test_internal_error_of_the_image_lookup_is_retried_then_succeeds(pipeline, monkeypatch):
+    # An aws-sdk task's transient error, injected in moto's ECR: ServerException is modelled, so
+    # Step Functions names it Ecr.ServerException (one of TRANSIENT_ERRORS).
+    fake_runners(pipeline)
+    attempts: list[str] = []
+    describe_images = ECRBackend.describe_images
+
+    def failing(self: ECRBackend, *args: Any, **kwargs: Any) -> Any:
+        attempts.append("describe_images")
+        if len(attempts) <= 2:
+            raise JsonRESTError("ServerException", "We encountered an internal error. Please try again.")
+        return describe_images(self, *args, **kwargs)
+
+    monkeypatch.setattr(ECRBackend, "describe_images", failing)
+    execution = pipeline.run("run-ecr-internal-error")
+    assert execution.status == "SUCCEEDED", execution.description
+    assert len(attempts) == 3
+    assert [f["error"] for f in execution.task_failures()] == ["Ecr.ServerException"] * 2
+    assert "BuildImage" not in execution.entered_states()
+    first, second = RetryClock.intervals[:2]
+    assert 0 <= first <= 10 and 0 <= second <= 20
+
+
+def test_throttled_lineage_call_is_retried_then_succeeds(pipeline, monkeypatch):
+    # SageMaker does not model ThrottlingException: the aws-sdk task reports the generic
+    # SageMaker.SageMakerException, told apart from "already exists" by its cause.
+    fake_runners(pipeline)
+    attempts: list[str] = []
+    create_experiment = SageMakerModelBackend.create_experiment
+
+    def throttled(self: SageMakerModelBackend, experiment_name: str) -> dict[str, str]:
+        attempts.append(experiment_name)
+        if len(attempts) <= 2:
+            raise JsonRESTError("ThrottlingException", "Rate exceeded")
+        return create_experiment(self, experiment_name)
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_experiment", throttled)
+    execution = pipeline.run("run-throttled-lineage")
+    assert execution.status == "SUCCEEDED", execution.description
+    assert len(attempts) == 3 and len(set(attempts)) == 1
+    assert [f["error"] for f in execution.task_failures()] == ["SageMaker.SageMakerException"] * 2
+    entered = execution.entered_states()
+    assert entered.count("CreateExperimentWaitThrottled") == 2
+    assert "CreateExperimentFirstThrottle" in entered and "CreateExperimentNextThrottle" in entered
+    # Full jitter: each wait is drawn from [0, 10 * 2**n].
+    first, second = WaitClock.seconds[:2]
+    assert 0 <= first <= 10 and 0 <= second <= 20
+
+
+def test_lineage_throttling_gives_up_after_the_retry_budget(pipeline, monkeypatch):
+    fake_runners(pipeline)
+
+    def throttled(self: SageMakerModelBackend, experiment_name: str) -> dict[str, str]:
+        raise JsonRESTError("ThrottlingException", "Rate exceeded")
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_experiment", throttled)
+    execution = pipeline.run("run-throttled-forever")
+    assert execution.status == "FAILED"
+    assert execution.description["error"] == "CreateExperimentFailed"
+    assert "Rate exceeded" in execution.description["cause"]
+    assert len(execution.task_failures()) == 1 + 5
+
+
+def test_every_non_job_task_retries_transient_errors_with_backoff(synthesized):
+    states = synthesized.asl["States"]
+    for name in (
+        "FindImage",
+        "BuildImage",
+        "CreateExperiment",
+        "CreateTrial",
+        "ReadEvaluation",
+        "NotifySuccess",
+        "NotifyFailure",
+    ):
+        (retrier,) = states[name]["Retry"]
+        assert retrier == {
+            "ErrorEquals": list(TRANSIENT_ERRORS),
+            "IntervalSeconds": 10,
+            "BackoffRate": 2,
+            "MaxAttempts": 5,
+            "MaxDelaySeconds": 300,
+            "JitterStrategy": "FULL",
+        }, name
+    # Each integration's throttling error is in the list; client errors and timeouts are not.
+    for error in (
+        "SageMaker.ThrottlingException",
+        "Ecr.ThrottlingException",
+        "CodeBuild.AWSCodeBuildException",
+        "S3.SlowDownException",
+        "SNS.ThrottledException",
+    ):
+        assert error in TRANSIENT_ERRORS
+    assert not {"States.Timeout", "States.ALL", "States.TaskFailed", "SageMaker.ValidationException"} & set(
+        TRANSIENT_ERRORS
+    )
+    # The image lookup's Catch for a missing image still comes after the retries.
+    assert states["FindImage"]["Catch"][0]["ErrorEquals"] == ["Ecr.ImageNotFoundException"]
 
 
 def test_throttled_create_call_is_retried_then_succeeds(pipeline):
@@ -345,7 +463,15 @@ def test_missing_image_is_built_before_the_jobs(pipeline):
     assert execution.status == "SUCCEEDED", execution.description
     entered = execution.entered_states()
     assert entered[:5] == ["Prepare", "RebuildRequested", "FindImage", "BuildImage", "CreateExperiment"]
-    assert [{"projectName": pipeline.names["project"]}] == moto_sfn_codebuild.STARTED
+    # Not a forced rebuild: the buildspec keeps its skip-if-present check.
+    assert [
+        {
+            "projectName": pipeline.names["project"],
+            "environmentVariablesOverride": [
+                {"name": "FORCE_REBUILD", "type": "PLAINTEXT", "value": "false"}
+            ],
+        }
+    ] == moto_sfn_codebuild.STARTED
     # The build pushes exactly the tag the state machine looked for and the jobs run.
     assert pipeline.names["build_image_tag"] == pipeline.names["image_tag"]
     pipeline.clients["ecr"].describe_images(
@@ -370,14 +496,30 @@ def test_failed_image_build_is_notified(pipeline):
     assert notification(pipeline)["Subject"] == "ML pipeline failed at BuildImage"
 
 
-def test_rebuild_image_skips_the_lookup(pipeline):
+def test_rebuild_image_replaces_the_existing_tag(pipeline):
     fake_runners(pipeline)
+    ecr = pipeline.clients["ecr"]
+    image_id = {
+        "repositoryName": pipeline.names["repository"],
+        "imageIds": [{"imageTag": pipeline.names["image_tag"]}],
+    }
+    before = ecr.describe_images(**image_id)["imageDetails"][0]["imageDigest"]
     moto_sfn_codebuild.BUILD_RUNNERS[pipeline.names["project"]] = pipeline.push_image
     execution = pipeline.run("rebuild", {"rebuild_image": True})
     assert execution.status == "SUCCEEDED", execution.description
     entered = execution.entered_states()
     assert entered[:4] == ["Prepare", "RebuildRequested", "BuildImage", "CreateExperiment"]
     assert "FindImage" not in entered
+    # The build is told to rebuild (the buildspec would otherwise stop at the existing tag) ...
+    assert [
+        {
+            "projectName": pipeline.names["project"],
+            "environmentVariablesOverride": [{"name": "FORCE_REBUILD", "type": "PLAINTEXT", "value": "true"}],
+        }
+    ] == moto_sfn_codebuild.STARTED
+    # ... and the tag now names the new image.
+    after = ecr.describe_images(**image_id)["imageDetails"][0]["imageDigest"]
+    assert after != before
 
 
 def test_lineage_is_idempotent_across_runs(pipeline):

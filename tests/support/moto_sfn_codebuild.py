@@ -75,6 +75,15 @@ def _jsonable(value: object) -> Any:
     )
 
 
+def _api_case(node: Any) -> Any:
+    """Step Functions' PascalCase parameters as the CodeBuild API's camelCase, at every level."""
+    if isinstance(node, list):
+        return [_api_case(item) for item in node]
+    if isinstance(node, dict):
+        return {key[0].lower() + key[1:]: _api_case(value) for key, value in node.items()}
+    return node
+
+
 class StateTaskServiceCodeBuild(StateTaskServiceCallback):
     def __init__(self) -> None:
         # WaitForTaskToken listed for the same moto reason as in moto_sfn_sagemaker.
@@ -97,7 +106,8 @@ class StateTaskServiceCodeBuild(StateTaskServiceCallback):
         client = boto_client_for(
             service="codebuild", region=resource_runtime_part.region, state_credentials=state_credentials
         )
-        request = {k[0].lower() + k[1:]: v for k, v in normalised_parameters.items()}
+        # Nested members too: EnvironmentVariablesOverride items are {Name, Type, Value} in the state.
+        request = _api_case(normalised_parameters)
         STARTED.append(request)
         build = client.start_build(**request)["build"]
         runner = BUILD_RUNNERS.get(request["projectName"])
