@@ -225,10 +225,10 @@ _SPECS: tuple[Hyperparameter, ...] = (
     Hyperparameter(
         "early_stopping_rounds",
         "int",
-        None,
-        "Stop when the validation metric has not improved for this many rounds "
-        "(needs a validation channel; ignored otherwise).",
-        1,
+        "10",
+        "With a validation channel, stop when the first eval_metric on it has not improved for this "
+        "many rounds and keep the best round (0 = off); without validation data it has no effect.",
+        0,
         100_000,
     ),
     Hyperparameter(

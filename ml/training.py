@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from ml.hyperparameters import booster_params
+from ml.hyperparameters import HYPERPARAMETERS, booster_params
 
 # The line format and its regexes live in the stdlib-only ml.metric_log, which the job
 # definitions (Prepare Lambda) import too; re-exported here for the training side.
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 MODEL_FILENAME = "xgboost-model"
+_DEFAULT_EARLY_STOPPING = int(HYPERPARAMETERS["early_stopping_rounds"].default or 0)
 
 Dataset = tuple[np.ndarray, np.ndarray]
 Log = Callable[[str], None]
@@ -226,9 +227,9 @@ def train_booster(
     ``params`` is the output of :func:`ml.hyperparameters.parse_hyperparameters`. With
     ``initial_model`` (a Booster or a model file), training continues it and stops once the
     model has ``num_round`` rounds in total, so resuming from a checkpoint gives the same
-    number of rounds as an uninterrupted run. Early stopping (``early_stopping_rounds``)
-    watches the first ``eval_metric`` on the validation set and keeps the best round; without
-    validation it is skipped with a log line. ``callbacks`` run after the metric logger.
+    number of rounds as an uninterrupted run. Early stopping (``early_stopping_rounds``, 10 by
+    default, 0 = off) watches the first ``eval_metric`` on the validation set and keeps the best
+    round; without validation it is skipped with a log line. ``callbacks`` run after the metric logger.
     """
     train_x, train_y = _check_dataset("train", train)
     num_round = int(params["num_round"])
@@ -258,9 +259,11 @@ def train_booster(
         evals.append((xgb.DMatrix(valid_x, label=valid_y), VALIDATION_NAME))
 
     all_callbacks: list[xgb.callback.TrainingCallback] = [MetricLogger(log)]
-    if early_stopping is not None:
+    if early_stopping:  # None (absent) or 0 (switched off) train all num_round rounds
         if validation is None:
-            log(f"early_stopping_rounds={early_stopping} ignored: there is no validation data")
+            # Only a value someone chose is worth a line: the default exists for validation runs.
+            if early_stopping != _DEFAULT_EARLY_STOPPING:
+                log(f"early_stopping_rounds={early_stopping} ignored: there is no validation data")
         else:
             metric = next(iter(params.get("eval_metric") or ["logloss"]))
             all_callbacks.append(
@@ -288,7 +291,7 @@ def train_booster(
         xgb_model=base,
         verbose_eval=False,
     )
-    if early_stopping is not None and validation is not None:
+    if early_stopping and validation is not None:
         log(
             f"early stopping kept {booster.num_boosted_rounds()} rounds "
             f"(best validation score {booster.best_score:.5f} at round {booster.best_iteration + 1})"

@@ -3,7 +3,13 @@
 SageMaker syncs ``$SAGEMAKER_BASE_DIR/checkpoints`` (CheckpointConfig.LocalPath's default) to
 S3 while the job runs and restores it when an interrupted spot job restarts. Files:
 
-``xgboost-checkpoint.<rounds>``  the model after ``<rounds>`` boosting rounds (XGBoost JSON)
+``xgboost-checkpoint.<rounds>``       the model after ``<rounds>`` boosting rounds (XGBoost JSON)
+``xgboost-checkpoint.<rounds>.json``  what it was trained for: a hash of the hyperparameters that
+                                      shape the model and the feature count (:func:`fingerprint`)
+
+A restarted job resumes only from a checkpoint whose fingerprint equals its own, so a checkpoint
+location reused with other hyperparameters or other data is ignored (with a log line) instead of
+being continued as if it were the same model.
 
 A checkpoint is written to a temporary ``*.sagemaker-ignore`` file (SageMaker does not upload
 those), flushed to disk and renamed over its final name, so a kill mid-write never leaves a
@@ -14,12 +20,14 @@ without ``<name>.sagemaker-uploaded``) is not deleted.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import signal
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -32,6 +40,7 @@ __all__ = [
     "CheckpointCallback",
     "CheckpointStore",
     "StopFlag",
+    "fingerprint",
 ]
 
 CHECKPOINT_PREFIX: Final[str] = "xgboost-checkpoint"
@@ -42,17 +51,51 @@ _NAME: Final[re.Pattern[str]] = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}\.(
 
 Log = Callable[[str], None]
 
+# Parsed hyperparameters that do not change what a round computes: how many rounds to run,
+# when to stop, how much XGBoost logs and how many threads it uses.
+_NOT_MODEL_SHAPING: Final[frozenset[str]] = frozenset(
+    {"num_round", "early_stopping_rounds", "verbosity", "nthread"}
+)
+_META_SUFFIX: Final[str] = ".json"
+
+
+def fingerprint(params: Mapping[str, Any], n_features: int) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: a SHA-256 of the parsed hyperparameters
+    (``ml.hyperparameters.parse_hyperparameters``) except those that only steer the loop, and
+    the number of features."""
+    shaping = {name: value for name, value in params.items() if name not in _NOT_MODEL_SHAPING}
+    canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"), default=str)
+    return {
+        "hyperparameters_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+        "n_features": int(n_features),
+    }
+
 
 class CheckpointStore:
-    """The checkpoint directory: atomic saves, newest-first loading, pruning."""
+    """The checkpoint directory: atomic saves, newest-first loading, pruning.
 
-    def __init__(self, directory: Path, *, keep: int = 3, log: Log = print) -> None:
+    With ``expected`` (a :func:`fingerprint`), every save writes it next to the checkpoint and
+    :meth:`latest` skips checkpoints whose stored fingerprint is missing or different."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        keep: int = 3,
+        log: Log = print,
+        expected: Mapping[str, Any] | None = None,
+    ) -> None:
         self.directory = directory
         self.keep = keep
         self._log = log
+        self._expected = dict(expected) if expected is not None else None
 
     def path_for(self, rounds: int) -> Path:
         return self.directory / f"{CHECKPOINT_PREFIX}.{rounds}"
+
+    @staticmethod
+    def meta_path(checkpoint: Path) -> Path:
+        return checkpoint.with_name(checkpoint.name + _META_SUFFIX)
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(rounds, path) of every checkpoint file, oldest first."""
@@ -68,27 +111,59 @@ class CheckpointStore:
     def save(self, booster: xgb.Booster, rounds: int) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.path_for(rounds)
-        raw = bytes(booster.save_raw(raw_format="json"))
+        if self._expected is not None:
+            # The fingerprint first: a checkpoint never exists without the file that vouches for it.
+            self._write_atomically(self.meta_path(final), json.dumps(self._expected).encode(), rounds)
+        self._write_atomically(final, bytes(booster.save_raw(raw_format="json")), rounds)
+        self._sync_directory()
+        self._prune()
+        return final
+
+    def _write_atomically(self, final: Path, data: bytes, rounds: int) -> None:
         descriptor, temp_name = tempfile.mkstemp(
             dir=self.directory, prefix=f".{CHECKPOINT_PREFIX}.{rounds}.", suffix=_TEMP_SUFFIX
         )
         try:
             with os.fdopen(descriptor, "wb") as handle:
-                handle.write(raw)
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             Path(temp_name).replace(final)
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
-        self._sync_directory()
-        self._prune()
-        return final
+
+    def _stored_fingerprint(self, path: Path) -> Any:
+        try:
+            return json.loads(self.meta_path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _matches(self, path: Path) -> bool:
+        if self._expected is None:
+            return True
+        meta = self.meta_path(path)
+        stored = self._stored_fingerprint(path)
+        if stored is None:
+            self._log(
+                f"ignoring checkpoint {path.name}: no readable {meta.name} says which hyperparameters and "
+                "features it was trained with"
+            )
+            return False
+        if stored != self._expected:
+            self._log(
+                f"ignoring checkpoint {path.name}: it was trained with other hyperparameters or features "
+                f"({stored} != {self._expected}); training starts over"
+            )
+            return False
+        return True
 
     def latest(self) -> tuple[int, xgb.Booster, Path] | None:
         """The newest checkpoint that loads, as (rounds, booster, path); None when there is none."""
         self._remove_stale_temporaries()
         for rounds, path in reversed(self.checkpoints()):
+            if not self._matches(path):
+                continue
             try:
                 raw = path.read_bytes()
                 booster = xgb.Booster()
@@ -106,12 +181,20 @@ class CheckpointStore:
         return None
 
     def _prune(self) -> None:
-        for _, path in self.checkpoints()[: -self.keep]:
+        # Only this run's own kind: checkpoints of other hyperparameters are never resumed, but a
+        # higher round number must not make this run delete its own fresh checkpoints.
+        own = [
+            (rounds, path)
+            for rounds, path in self.checkpoints()
+            if self._expected is None or self._stored_fingerprint(path) == self._expected
+        ]
+        for _, path in own[: -self.keep]:
             uploading = path.with_name(path.name + _UPLOADING).exists()
             uploaded = path.with_name(path.name + _UPLOADED).exists()
             if uploading and not uploaded:
                 continue  # SageMaker is copying it to S3; try again after the next save
             path.unlink(missing_ok=True)
+            self.meta_path(path).unlink(missing_ok=True)
 
     def _remove_stale_temporaries(self) -> None:
         # Left by a process killed mid-write; never complete, never uploaded.

@@ -30,6 +30,7 @@ __all__ = [
     "JobInterruptedError",
     "UsageError",
     "UserArgumentParser",
+    "clear_failure",
     "failure_reason",
     "run_entry_point",
     "write_failure",
@@ -79,11 +80,20 @@ def write_failure(
     return paths.failure_file
 
 
+def clear_failure(paths: SageMakerPaths) -> None:
+    """Remove ``output/failure`` and ``output/message`` left by an earlier run in the same base
+    directory (a local retry), so that a run which succeeds leaves no stale reason behind.
+    SageMaker gives every job a fresh ``/opt/ml/output``, so there this finds nothing."""
+    for stale in (paths.failure_file, paths.output_dir / "message"):
+        stale.unlink(missing_ok=True)
+
+
 def run_entry_point(
     job: Callable[[SageMakerPaths], None], *, name: str, processing: bool = False
 ) -> NoReturn:
     """Run ``job`` with the paths of this container and exit the way SageMaker expects."""
     paths = SageMakerPaths.from_env()
+    clear_failure(paths)
     if processing:
         # As PID 1 of the container a process ignores SIGTERM unless it handles it; a stopped
         # processing job has nothing to save, so it just ends as interrupted.

@@ -8,7 +8,9 @@ first, ContentType ``text/csv`` (``text/csv; label_size=1`` and no ContentType t
 
 Checkpoints (``ml.sagemaker.checkpoints``) go to ``checkpoints/`` every
 ``ML_CHECKPOINT_FREQUENCY`` rounds (default 10; 0 = only on SIGTERM and at the end) and a
-restarted job resumes from the newest one. Several hosts in resourceconfig.json train one model
+restarted job resumes from the newest one written for the same model-shaping hyperparameters and
+feature count (others are ignored with a log line); a matching checkpoint with more rounds than
+``num_round`` fails the job, since continuing it cannot give the requested model. Several hosts in resourceconfig.json train one model
 together (``ml.sagemaker.distributed``): with ``ShardedByS3Key`` each host trains on the files
 it received, with ``FullyReplicated`` each uses its 1/N slice of the rows.
 """
@@ -23,7 +25,7 @@ import numpy as np
 import xgboost as xgb
 
 from ml.hyperparameters import parse_hyperparameters
-from ml.sagemaker.checkpoints import CheckpointCallback, CheckpointStore, StopFlag
+from ml.sagemaker.checkpoints import CheckpointCallback, CheckpointStore, StopFlag, fingerprint
 from ml.sagemaker.distributed import Worker, broadcast_bytes, cluster, shard_rows
 from ml.sagemaker.environment import (
     Channel,
@@ -106,9 +108,12 @@ def _read_channel(paths: SageMakerPaths, channel: Channel, worker: Worker, host:
     return features, labels
 
 
-def _resume_point(store: CheckpointStore | None, worker: Worker) -> xgb.Booster | None:
-    """The newest checkpoint on the first host, shared with every host so they all resume
-    from the same model even when only the first one has the files."""
+def _resume_point(
+    store: CheckpointStore | None, worker: Worker, num_round: int, paths: SageMakerPaths
+) -> xgb.Booster | None:
+    """The newest matching checkpoint on the first host, shared with every host so they all
+    resume from the same model even when only the first one has the files. Every host checks
+    the round count itself, so they all fail together instead of some waiting for the others."""
     raw = b""
     if store is not None:
         found = store.latest()
@@ -121,6 +126,13 @@ def _resume_point(store: CheckpointStore | None, worker: Worker) -> xgb.Booster 
         return None
     booster = xgb.Booster()
     booster.load_model(bytearray(raw))
+    rounds = booster.num_boosted_rounds()
+    if rounds > num_round:
+        raise ConfigError(
+            f"the checkpoint in {paths.checkpoint_dir} has {rounds} rounds but num_round is {num_round}: "
+            "a checkpoint cannot be shortened. Clear the checkpoint location (CheckpointConfig.S3Uri, "
+            f"locally {paths.checkpoint_dir}) to train from scratch, or set num_round >= {rounds}"
+        )
     return booster
 
 
@@ -159,8 +171,11 @@ def run_training(paths: SageMakerPaths, env: Mapping[str, str] | None = None) ->
         )
         if stop.is_set() and not worker.is_distributed:
             raise JobInterruptedError("stopped by SIGTERM before training started; nothing to checkpoint")
-        store = CheckpointStore(paths.checkpoint_dir, log=log) if worker.is_master else None
-        initial = _resume_point(store, worker)
+        expected = fingerprint(params, train[0].shape[1])
+        store = (
+            CheckpointStore(paths.checkpoint_dir, log=log, expected=expected) if worker.is_master else None
+        )
+        initial = _resume_point(store, worker, int(params["num_round"]), paths)
         checkpoints = CheckpointCallback(
             store, every=frequency, stop=stop, distributed=worker.is_distributed, log=log
         )

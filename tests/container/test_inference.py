@@ -60,6 +60,22 @@ def test_csv_missing_values_and_line_endings() -> None:
     assert parse_csv_rows(b"\n \n", 3).shape == (0, 3)
 
 
+def test_csv_fields_may_be_quoted_once() -> None:
+    quoted = parse_csv_rows(b'"1","2.5",3\n4,"","-6e-1"\r\n', 3)
+    np.testing.assert_array_equal(quoted[0], [1.0, 2.5, 3.0])
+    assert np.isnan(quoted[1, 1]) and quoted[1, 2] == np.float32(-0.6)
+    # Only a pair around a whole field: anything else is named as the bad value.
+    with pytest.raises(RowError, match="row 2: column 1 is '1\"2'"):
+        parse_csv_rows(b'1,2,3\n1"2,3,4\n', 3)
+    with pytest.raises(RowError, match='row 1: column 1 is \'""1""\''):
+        parse_csv_rows(b'""1"",2,3\n', 3)
+    with pytest.raises(RowError, match="row 1: column 2 is 'a'"):
+        parse_csv_rows(b'1,"a",3\n', 3)
+    # A JSON string is still not a number on the jsonlines path, which reuses the CSV parser.
+    with pytest.raises(RowError, match='row 1: value 1 is "1", not a number'):
+        parse_jsonlines_rows(b'["1", 2, 3]\n', 3)
+
+
 def test_json_shapes() -> None:
     rows = [[1, 2], [3, None]]
     for document in ({"instances": rows}, rows, {"instances": [{"features": r} for r in rows]}):

@@ -94,6 +94,17 @@ def test_content_type_parameters_and_crlf(server: Server) -> None:
     assert len(response.content.splitlines()) == 4
 
 
+def test_quoted_numbers_are_accepted(server: Server) -> None:
+    x, _ = make_classification(3)
+    plain = _post(server, _csv(x))
+    quoted_body = b"\n".join(
+        b",".join(b'"' + field + b'"' for field in line.split(b",")) for line in _csv(x).splitlines()
+    )
+    quoted = _post(server, quoted_body + b"\n")
+    assert quoted.status_code == 200, quoted.text
+    assert quoted.content == plain.content
+
+
 def test_missing_values_are_allowed(server: Server) -> None:
     response = _post(server, b"1,,3,4,5,6,7,8\n" + b",,,,,,,\n")
     assert response.status_code == 200

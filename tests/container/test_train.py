@@ -27,7 +27,13 @@ def test_trains_and_writes_model_and_metric_lines(tmp_path: Path, training_data)
     x, y = training_data
     layout = make_training_dir(
         tmp_path,
-        hyperparameters={"num_round": "20", "max_depth": "3", "eval_metric": "logloss,auc"},
+        # early_stopping_rounds=0 switches off the default early stopping a validation channel brings
+        hyperparameters={
+            "num_round": "20",
+            "max_depth": "3",
+            "eval_metric": "logloss,auc",
+            "early_stopping_rounds": "0",
+        },
         channels={
             "train": {"ContentType": "text/csv"},
             "validation": {"ContentType": "text/csv; label_size=1"},
@@ -191,8 +197,11 @@ def test_resumes_from_checkpoint_of_a_previous_run(tmp_path: Path, training_data
     assert first.returncode == 0, first.stderr
     assert sorted(p.name for p in layout.checkpoints.iterdir()) == [
         "xgboost-checkpoint.12",
+        "xgboost-checkpoint.12.json",
         "xgboost-checkpoint.4",
+        "xgboost-checkpoint.4.json",
         "xgboost-checkpoint.8",
+        "xgboost-checkpoint.8.json",
     ]
     (layout.base / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"num_round": "20"}))
     second = run_command("train", base_env(tmp_path, ML_CHECKPOINT_FREQUENCY="4"))
@@ -225,3 +234,129 @@ def test_single_row_still_trains(tmp_path: Path, rows: int) -> None:
     result = run_command("train", base_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert np.isfinite(predict_file(layout.model, x)).all()
+
+
+def _hyperparameters_file(layout) -> Path:
+    return layout.config / "hyperparameters.json"
+
+
+def test_checkpoint_of_other_hyperparameters_or_features_is_ignored(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(tmp_path, hyperparameters={"num_round": "8", "max_depth": "3"})
+    write_labelled_csv(layout.channel("train") / "t.csv", x, y)
+    env = base_env(tmp_path, ML_CHECKPOINT_FREQUENCY="4")
+    first = run_command("train", env)
+    assert first.returncode == 0, first.stderr
+    fingerprint_8 = json.loads((layout.checkpoints / "xgboost-checkpoint.8.json").read_text())
+    assert set(fingerprint_8) == {"hyperparameters_sha256", "n_features"} and fingerprint_8["n_features"] == 8
+
+    # Other max_depth: the 8-round checkpoint is not continued; training starts from round 1.
+    _hyperparameters_file(layout).write_text(json.dumps({"num_round": "6", "max_depth": "4"}))
+    other_params = run_command("train", env)
+    assert other_params.returncode == 0, other_params.stderr
+    assert (
+        "ignoring checkpoint xgboost-checkpoint.8: it was trained with other hyperparameters"
+        in other_params.stdout
+    )
+    assert "resuming" not in other_params.stdout
+    rounds = [line for line in other_params.stdout.splitlines() if line.startswith("[round ")]
+    assert rounds[0].startswith("[round 1]") and len(rounds) == 6
+    assert xgb_rounds(layout.model) == 6
+    # The foreign, higher-numbered checkpoints survive, and so do this run's own (pruning is per kind).
+    names = {p.name for p in layout.checkpoints.iterdir()}
+    assert {"xgboost-checkpoint.8", "xgboost-checkpoint.6", "xgboost-checkpoint.4"} <= names
+
+    # Only loop settings differ from the first run (num_round, verbosity, nthread): its
+    # 8-round checkpoint is resumed although the newer run overwrote checkpoint 4.
+    _hyperparameters_file(layout).write_text(
+        json.dumps({"num_round": "10", "max_depth": "3", "verbosity": "1", "nthread": "1"})
+    )
+    same_model = run_command("train", env)
+    assert same_model.returncode == 0, same_model.stderr
+    assert "2 of 10 rounds, resuming a model with 8 rounds" in same_model.stdout
+
+    # Same hyperparameters, but one feature fewer: its checkpoints are ignored as well.
+    write_labelled_csv(layout.channel("train") / "t.csv", x[:, :-1], y)
+    fewer_features = run_command("train", env)
+    assert fewer_features.returncode == 0, fewer_features.stderr
+    assert "ignoring checkpoint xgboost-checkpoint.10: it was trained with other" in fewer_features.stdout
+    assert "resuming" not in fewer_features.stdout
+    assert xgb_rounds(layout.model) == 10
+
+
+def test_matching_checkpoint_with_more_rounds_than_num_round_fails(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(tmp_path, hyperparameters={"num_round": "12"})
+    write_labelled_csv(layout.channel("train") / "t.csv", x, y)
+    env = base_env(tmp_path, ML_CHECKPOINT_FREQUENCY="4")
+    assert run_command("train", env).returncode == 0
+    layout.model.unlink()
+
+    _hyperparameters_file(layout).write_text(json.dumps({"num_round": "5"}))
+    result = run_command("train", env)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    reason = layout.failure.read_text().splitlines()[0]
+    assert "has 12 rounds but num_round is 5" in reason
+    assert "Clear the checkpoint location" in reason and str(layout.checkpoints) in reason
+    assert not layout.model.exists()
+
+
+def test_validation_channel_enables_early_stopping_by_default(tmp_path: Path) -> None:
+    # Pure noise: the validation logloss stops improving after a few rounds of eta=0.5.
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(1200, 6)), rng.integers(0, 2, size=1200)
+    hyperparameters = {"num_round": "300", "eta": "0.5", "gamma": "0", "min_child_weight": "1"}
+    layout = make_training_dir(
+        tmp_path,
+        hyperparameters=hyperparameters,
+        channels={"train": {"ContentType": "text/csv"}, "validation": {"ContentType": "text/csv"}},
+    )
+    write_labelled_csv(layout.channel("train") / "t.csv", x[:800], y[:800])
+    write_labelled_csv(layout.channel("validation") / "v.csv", x[800:], y[800:])
+
+    stopped = run_command("train", base_env(tmp_path))
+
+    assert stopped.returncode == 0, stopped.stderr
+    rounds = [line for line in stopped.stdout.splitlines() if line.startswith("[round ")]
+    assert len(rounds) < 300
+    assert "early stopping kept" in stopped.stdout
+    kept = xgb_rounds(layout.model)
+    # The default patience is 10 rounds: training ran exactly 10 rounds past the best one it kept.
+    assert len(rounds) == kept + 10
+
+    # Without a validation channel the same hyperparameters train every round.
+    no_validation = make_training_dir(
+        tmp_path / "no-validation", hyperparameters={**hyperparameters, "num_round": "40"}
+    )
+    write_labelled_csv(no_validation.channel("train") / "t.csv", x[:800], y[:800])
+    full = run_command("train", base_env(no_validation.base))
+    assert full.returncode == 0, full.stderr
+    assert "early stopping" not in full.stdout and "early_stopping" not in full.stdout.split("\n", 1)[1]
+    assert xgb_rounds(no_validation.model) == 40
+
+
+def test_success_removes_failure_files_of_an_earlier_run(tmp_path: Path, training_data) -> None:
+    x, y = training_data
+    layout = make_training_dir(tmp_path, hyperparameters={"num_round": "3", "max_depth": "nope"})
+    write_labelled_csv(layout.channel("train") / "t.csv", x, y)
+    failed = run_command("train", base_env(tmp_path))
+    assert failed.returncode == 1 and "max_depth" in layout.failure.read_text()
+    # A processing job's ExitMessage from an earlier run in the same base dir goes too.
+    (layout.base / "output" / "message").write_text("an old failure\n")
+
+    _hyperparameters_file(layout).write_text(json.dumps({"num_round": "3"}))
+    retried = run_command("train", base_env(tmp_path))
+
+    assert retried.returncode == 0, retried.stderr
+    assert layout.model.exists()
+    assert not layout.failure.exists()
+    assert not (layout.base / "output" / "message").exists()
+
+
+def xgb_rounds(model_file: Path) -> int:
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(bytearray(model_file.read_bytes()))
+    return booster.num_boosted_rounds()

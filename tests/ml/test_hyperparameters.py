@@ -60,6 +60,7 @@ def test_empty_input_gives_typed_defaults():
         "eval_metric": ["logloss"],
         "tree_method": "hist",
         "seed": 0,
+        "early_stopping_rounds": 10,
     }
     assert isinstance(parsed["max_depth"], int)
     assert isinstance(parsed["gamma"], float)
@@ -127,7 +128,7 @@ def test_unknown_name_lists_known_names_and_suggests():
         ("eval_metric", "logloss,rmse", "eval_metric must be one or more (comma-separated) of: logloss, auc"),
         ("eval_metric", "", "eval_metric='' is invalid"),
         ("eval_metric", "auc,auc", "each metric at most once"),
-        ("early_stopping_rounds", "0", "early_stopping_rounds must be an int in [1, 100000]"),
+        ("early_stopping_rounds", "-1", "early_stopping_rounds must be an int in [0, 100000]"),
     ],
 )
 def test_bad_values_name_parameter_value_and_range(name, value, expected):
