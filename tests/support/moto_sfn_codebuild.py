@@ -34,7 +34,6 @@ from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
     StatesErrorNameType,
 )
-from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
     ResourceCondition,
 )
@@ -44,6 +43,8 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+
+from tests.support.moto_task_services import route_service
 
 _FAILED: Final[frozenset[str]] = frozenset({"FAILED", "FAULT", "STOPPED", "TIMED_OUT"})
 
@@ -177,19 +178,6 @@ class StateTaskServiceCodeBuild(StateTaskServiceCallback):
         return super()._from_error(env, ex)
 
 
-_installed = False
-
-
 def install() -> None:
-    global _installed
-    if _installed:
-        return
-    previous = state_task_factory.state_task_service_for
-
-    def factory(service_name: str) -> Any:
-        if service_name == "codebuild":
-            return StateTaskServiceCodeBuild()
-        return previous(service_name)
-
-    state_task_factory.state_task_service_for = factory  # type: ignore[assignment]
-    _installed = True
+    """Idempotent: route `codebuild` service tasks to the integration above."""
+    route_service("codebuild", StateTaskServiceCodeBuild)

@@ -45,10 +45,6 @@ from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
     StatesErrorNameType,
 )
-from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
-    state_task_service_factory,
-)
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
     ResourceCondition,
 )
@@ -58,6 +54,8 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+
+from tests.support.moto_task_services import route_service
 
 # createXxxJob action -> (job kind, describe call, name parameter, status field)
 SYNC_ACTIONS: Final[dict[str, tuple[str, str, str, str]]] = {
@@ -267,20 +265,6 @@ class StateTaskServiceSageMaker(StateTaskServiceCallback):
         return super()._from_error(env, ex)
 
 
-_installed = False
-
-
 def install() -> None:
     """Idempotent: route `sagemaker` service tasks to the integration above."""
-    global _installed
-    if _installed:
-        return
-    original = state_task_service_factory.state_task_service_for
-
-    def factory(service_name: str) -> Any:
-        if service_name == "sagemaker":
-            return StateTaskServiceSageMaker()
-        return original(service_name)
-
-    state_task_factory.state_task_service_for = factory  # type: ignore[assignment]
-    _installed = True
+    route_service("sagemaker", StateTaskServiceSageMaker)
