@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,17 +89,17 @@ class ArtifactStore(Protocol):
     def download_prefix(self, uri_prefix: str, local_dir: Path) -> list[Path]: ...
 
 
-class _PrefixOps:
-    """Directory/prefix operations built from the per-object primitives of a store."""
+class _PrefixOps(ABC):
+    """Directory/prefix operations built from the per-object primitives each store implements."""
 
-    def list_objects(self, uri_prefix: str) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def list_objects(self, uri_prefix: str) -> list[str]: ...
 
-    def upload_file(self, path: Path, uri: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def upload_file(self, path: Path, uri: str) -> str: ...
 
-    def download_file(self, uri: str, path: Path) -> Path:
-        raise NotImplementedError
+    @abstractmethod
+    def download_file(self, uri: str, path: Path) -> Path: ...
 
     def upload_dir(self, local_dir: Path, uri_prefix: str) -> list[str]:
         """Upload every file below `local_dir` to `uri_prefix/<relative path>`; returns the URIs."""
