@@ -102,16 +102,18 @@ def evaluate(
     }
 
 
-def _labels(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+def _numbers(values: Sequence[float] | np.ndarray, name: str, expected: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1 or array.shape[0] == 0:
         raise EvaluationError(f"{name} must be a non-empty 1-D sequence, got shape {array.shape}")
     try:
-        numbers = array.astype(np.float64)
+        return array.astype(np.float64)
     except (TypeError, ValueError):
-        raise EvaluationError(
-            f"{name} must be numbers 0 or 1; got values like {array[:3].tolist()}"
-        ) from None
+        raise EvaluationError(f"{name} must be {expected}; got values like {array[:3].tolist()}") from None
+
+
+def _labels(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    numbers = _numbers(values, name, "numbers 0 or 1")
     bad = np.flatnonzero(~np.isin(numbers, (0.0, 1.0)))
     if bad.size:
         examples = sorted({float(v) for v in numbers[bad][:1000]})[:5]
@@ -123,15 +125,7 @@ def _labels(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
 
 
 def _probabilities(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1 or array.shape[0] == 0:
-        raise EvaluationError(f"probabilities must be a non-empty 1-D sequence, got shape {array.shape}")
-    try:
-        numbers = array.astype(np.float64)
-    except (TypeError, ValueError):
-        raise EvaluationError(
-            f"probabilities must be numbers; got values like {array[:3].tolist()}"
-        ) from None
+    numbers = _numbers(values, "probabilities", "numbers")
     bad = np.flatnonzero(~((numbers >= 0) & (numbers <= 1)))
     if bad.size:
         raise EvaluationError(

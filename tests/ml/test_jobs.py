@@ -12,15 +12,8 @@ from ml import jobs
 from ml.metric_log import METRIC_DEFINITIONS, format_metric_line
 from ml.pipeline_input import plan_run
 from ml.sagemaker.serving_limits import MAX_CONCURRENT_TRANSFORMS, MAX_PAYLOAD_MB
+from tests.support.deploy_settings import EXAMPLE_DEPLOY_SETTINGS as SETTINGS
 
-SETTINGS = jobs.DeploySettings(
-    name_prefix="xgb",
-    role_arn="arn:aws:iam::123456789012:role/sm",
-    image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:0123abcd",
-    data_bucket="data-bucket",
-    artifact_bucket="artifact-bucket",
-    kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k",
-)
 CONFIGURATIONS: list[dict[str, Any]] = [
     {},
     {"validation_ratio": 0.1, "spot_training": True, "training_instance_count": 3},

@@ -22,15 +22,8 @@ from ml.pipeline_input import (
     run_id_for,
     validate_input,
 )
+from tests.support.deploy_settings import EXAMPLE_DEPLOY_SETTINGS as SETTINGS
 
-SETTINGS = jobs.DeploySettings(
-    name_prefix="xgb",
-    role_arn="arn:aws:iam::123456789012:role/sm",
-    image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:0123abcd",
-    data_bucket="data-bucket",
-    artifact_bucket="artifact-bucket",
-    kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k",
-)
 DATA = {"data_uri": "s3://data-bucket/datasets/default/"}
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 

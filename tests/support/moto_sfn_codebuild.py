@@ -24,27 +24,14 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
-from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
 from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
     FailureEvent,
-    FailureEventException,
 )
-from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-    StatesErrorNameType,
-)
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
-    ResourceCondition,
-)
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
-    StateTaskServiceCallback,
-)
-from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
-from tests.support.moto_task_services import route_service
+from tests.support.moto_task_services import SyncTaskService, route_service
 
 _FAILED: Final[frozenset[str]] = frozenset({"FAILED", "FAULT", "STOPPED", "TIMED_OUT"})
 
@@ -85,13 +72,7 @@ def _api_case(node: Any) -> Any:
     return node
 
 
-class StateTaskServiceCodeBuild(StateTaskServiceCallback):
-    def __init__(self) -> None:
-        # WaitForTaskToken listed for the same moto reason as in moto_sfn_sagemaker.
-        super().__init__(
-            supported_integration_patterns={ResourceCondition.Sync, ResourceCondition.WaitForTaskToken}
-        )
-
+class StateTaskServiceCodeBuild(SyncTaskService):
     def _validate_service_integration_is_supported(self) -> None:
         if self.resource.api_action not in (
             "startBuild",
@@ -146,29 +127,10 @@ class StateTaskServiceCodeBuild(StateTaskServiceCallback):
                 return None
             result = {"Build": {k[0].upper() + k[1:]: v for k, v in _jsonable(build).items()}}
             if status in _FAILED:
-                raise FailureEventException(
-                    self._failure(
-                        env,
-                        StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
-                        StatesErrorNameType.StatesTaskFailed.to_name(),
-                        to_json_str(result),
-                    )
-                )
+                raise self._task_failed(env, to_json_str(result))
             return result
 
         return resolver
-
-    def _failure(self, env: Any, error_name: Any, error: str, cause: str) -> FailureEvent:
-        return FailureEvent(
-            env=env,
-            error_name=error_name,
-            event_type=HistoryEventType.TaskFailed,
-            event_details=EventDetails(
-                taskFailedEventDetails=TaskFailedEventDetails(
-                    error=error, cause=cause, resource=self._get_sfn_resource(), resourceType="codebuild"
-                )
-            ),
-        )
 
     def _from_error(self, env: Any, ex: Exception) -> FailureEvent:
         if isinstance(ex, ClientError):

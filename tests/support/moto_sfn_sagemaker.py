@@ -35,27 +35,17 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 from moto.sagemaker.models import sagemaker_backends
-from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
 from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
     FailureEvent,
-    FailureEventException,
-)
-from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-    StatesErrorNameType,
 )
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
     ResourceCondition,
 )
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
-    StateTaskServiceCallback,
-)
-from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
-from tests.support.moto_task_services import route_service
+from tests.support.moto_task_services import SyncTaskService, route_service
 
 # createXxxJob action -> (job kind, describe call, name parameter, status field)
 SYNC_ACTIONS: Final[dict[str, tuple[str, str, str, str]]] = {
@@ -145,16 +135,7 @@ def _job_object(account: str, region: str, kind: str, name: str) -> Any:
     return getattr(sagemaker_backends[account][region], f"{kind}_jobs")[name]
 
 
-class StateTaskServiceSageMaker(StateTaskServiceCallback):
-    def __init__(self) -> None:
-        # WaitForTaskToken has to be listed although SageMaker does not offer it: moto's
-        # `_eval_integration_pattern` calls `callback_endpoint.interrupt_all()` unconditionally
-        # and crashes on None otherwise. `_validate_service_integration_is_supported` keeps
-        # the AWS rules.
-        super().__init__(
-            supported_integration_patterns={ResourceCondition.Sync, ResourceCondition.WaitForTaskToken}
-        )
-
+class StateTaskServiceSageMaker(SyncTaskService):
     def _validate_service_integration_is_supported(self) -> None:
         action, condition = self.resource.api_action, self.resource.condition
         if action not in REQUEST_RESPONSE_ACTIONS:
@@ -229,32 +210,10 @@ class StateTaskServiceSageMaker(StateTaskServiceCallback):
                 return json.loads(json.dumps(out, default=_epoch_millis))
             if status in _FAILED:
                 cause = to_json_str(json.loads(json.dumps(out, default=_epoch_millis)))
-                raise FailureEventException(
-                    self._failure(
-                        env,
-                        StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
-                        StatesErrorNameType.StatesTaskFailed.to_name(),
-                        cause,
-                    )
-                )
+                raise self._task_failed(env, cause)
             return None  # InProgress/Stopping: moto sleeps 0.5 s and polls again
 
         return resolver
-
-    def _failure(self, env: Any, error_name: Any, error: str, cause: str) -> FailureEvent:
-        return FailureEvent(
-            env=env,
-            error_name=error_name,
-            event_type=HistoryEventType.TaskFailed,
-            event_details=EventDetails(
-                taskFailedEventDetails=TaskFailedEventDetails(
-                    error=error,
-                    cause=cause,
-                    resource=self._get_sfn_resource(),
-                    resourceType=self._get_sfn_resource_type(),
-                )
-            ),
-        )
 
     def _from_error(self, env: Any, ex: Exception) -> FailureEvent:
         if isinstance(ex, ClientError):
