@@ -6,7 +6,7 @@
    same number of payloads;
 3. naive: a Flask handler in the style of AWS's scikit-learn bring-your-own example
    (`pd.read_csv(io.StringIO(body.decode()), header=None)`, `xgb.DMatrix`, predict,
-   `pd.DataFrame(...).to_csv`) under the same gunicorn settings.
+   `pd.DataFrame(...).to_csv`) under the same gunicorn settings and XGBoost threads per worker.
 
 Targets: ours >= 1.5x naive and >= 0.6x in-process. Run: `.venv/bin/python benchmarks/serve_throughput.py`.
 """
@@ -51,6 +51,8 @@ NAIVE_APP = textwrap.dedent(
 
     model = xgb.Booster()
     model.load_model(os.path.join(os.environ["MODEL_DIR"], "xgboost-model"))
+    # The same XGBoost threads per worker as `serve`, so the workers do not compete for cores.
+    model.set_param({"nthread": int(os.environ["PREDICT_THREADS"])})
     app = flask.Flask(__name__)
 
 
@@ -245,7 +247,12 @@ def main() -> None:
             "120",
             "naive_app:app",
         ]
-        naive = start(naive_command, {**env, "MODEL_DIR": str(model_dir)}, base / "naive.log", base)
+        naive = start(
+            naive_command,
+            {**env, "MODEL_DIR": str(model_dir), "PREDICT_THREADS": str(predict_threads_per_worker())},
+            base / "naive.log",
+            base,
+        )
         try:
             wait_ready(f"http://127.0.0.1:{naive_port}", naive, base / "naive.log")
             naive_rate = measure_server(f"http://127.0.0.1:{naive_port}", payload, rows)

@@ -181,7 +181,9 @@ class PipelineSettings:
     """
 
     name_prefix: str = "xgb-pipeline"
-    """Prefix of every physical name (log groups, CodeBuild project, ECR repository)."""
+    """Prefix of every SageMaker job, model, experiment and trial name (and so of the IAM scope on
+    them). Buckets, repository, project and log groups get names CloudFormation derives from the
+    stack, so two deployments in one account never collide."""
     processing_instance_type: str = "ml.m5.xlarge"
     processing_volume_size_gb: int = 30
     training_instance_type: str = "ml.m5.xlarge"

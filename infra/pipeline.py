@@ -154,6 +154,8 @@ CAPACITY_ERRORS: Final[tuple[str, ...]] = ("SageMaker.ResourceLimitExceededExcep
 # integrations report SDK exception names. Client errors (validation, not found, access denied)
 # and States.Timeout are left out: retrying them cannot help.
 TRANSIENT_ERRORS: Final[tuple[str, ...]] = (
+    # lambda:invoke (Prepare): throttling, which CDK's retry_on_service_exceptions leaves out
+    "Lambda.TooManyRequestsException",
     # aws-sdk:sagemaker (CreateExperiment, CreateTrial)
     "SageMaker.ThrottlingException",
     "SageMaker.InternalFailureException",
@@ -422,6 +424,7 @@ class PipelineStateMachine(Construct):
             result_selector={"run.$": "$.Payload"},
             result_path="$",
         )
+        self._retry_transient(prepare, TRANSIENT_ERRORS)
         # The raw input may not even be an object, so the error replaces the state here.
         prepare.add_catch(self._failed("Prepare", "$$.Execution.Name", error_path="$"), result_path="$")
 

@@ -24,7 +24,6 @@ from infra.policies import (
     depend_on_role_policy_only,
     encrypted_log_group,
     grant_key_use,
-    log_group_arn,
     unique_log_group_name,
 )
 
@@ -134,15 +133,7 @@ class PrepareFunction(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Runs the pipeline's Prepare step: validates the run input, needs no AWS access",
         )
-        self.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[
-                    log_group_arn(self, log_group_name),
-                    log_group_arn(self, f"{log_group_name}:log-stream:*"),
-                ],
-            )
-        )
+        self.log_group.grant_write(self.role)
         # X-Ray segments have no resource-level permissions.
         self.role.add_to_principal_policy(
             iam.PolicyStatement(
@@ -184,17 +175,7 @@ class PrepareFunction(Construct):
         )
         self.package_files = files
 
-        suppress(
-            self.role,
-            "AwsSolutions-IAM5",
-            "Lambda creates the streams of the function's own log group with generated names; the "
-            "log group itself is named exactly.",
-            applies_to=[
-                f"Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
-                f"{log_group_name}:log-stream:*",
-            ],
-            apply_to_children=True,
-        )
+        self.log_group.grant_write(self.role)
         suppress(
             self.role,
             "AwsSolutions-IAM5",

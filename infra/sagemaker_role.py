@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from aws_cdk import aws_ecr as ecr
@@ -36,6 +37,16 @@ def _prefix_pattern(prefix: str) -> str:
     return prefix + "*"
 
 
+def _policies_granting(role: iam.IRole, action: str) -> list[iam.Policy]:
+    """The policies of `role` that CDK's grant_* methods added `action` to: the `DefaultPolicy` of
+    an `iam.Role`, the policy CDK adds to a role imported with `mutable=True`."""
+    return [
+        child
+        for child in role.node.children
+        if isinstance(child, iam.Policy) and f'"{action}"' in json.dumps(child.document.to_json())
+    ]
+
+
 class SageMakerExecutionRole(Construct):
     """An IAM role for SageMaker jobs with access to the pipeline's own data only.
 
@@ -48,7 +59,8 @@ class SageMakerExecutionRole(Construct):
       ``kms:Encrypt``/``kms:DescribeKey`` (the jobs' output ``KmsKeyId``), ``kms:CreateGrant`` with
       ``kms:GrantIsForAWSResource = true`` (storage volumes encrypted with ``VolumeKmsKeyId``);
     - ECR: pull from ``repository`` (plus ``ecr:GetAuthorizationToken``, which only accepts "*");
-    - CloudWatch Logs: the SageMaker job log groups ``/aws/sagemaker/*Jobs`` and their streams;
+    - CloudWatch Logs: the SageMaker job log groups ``/aws/sagemaker/*Jobs`` (ARN with and without
+      the ``:*`` suffix, which also covers their streams);
     - CloudWatch metrics: ``cloudwatch:PutMetricData`` in namespaces ``/aws/sagemaker/*``.
 
     Bring your own: pass ``role`` (e.g. ``iam.Role.from_role_arn(..., mutable=True)``) and the same
@@ -113,9 +125,11 @@ class SageMakerExecutionRole(Construct):
                     "logs:DescribeLogStreams",
                     "logs:PutLogEvents",
                 ],
+                # The group ARN both bare and with ":*": CloudWatch Logs authorises some actions on
+                # the group's ARN with the ":*" suffix, and that form also covers its log streams.
                 resources=[
                     log_group_arn(self, SAGEMAKER_JOB_LOG_GROUPS),
-                    log_group_arn(self, f"{SAGEMAKER_JOB_LOG_GROUPS}:log-stream:*"),
+                    log_group_arn(self, f"{SAGEMAKER_JOB_LOG_GROUPS}:*"),
                 ],
             ),
             iam.PolicyStatement(
@@ -168,7 +182,7 @@ class SageMakerExecutionRole(Construct):
             "AwsSolutions-IAM5",
             "SageMaker writes job logs to the log groups /aws/sagemaker/ProcessingJobs, TrainingJobs and "
             "TransformJobs, with one stream per job and host named by SageMaker.",
-            applies_to=[log_groups, f"{log_groups}:log-stream:*"],
+            applies_to=[log_groups, f"{log_groups}:*"],
         )
         suppress(
             policy,
@@ -177,15 +191,16 @@ class SageMakerExecutionRole(Construct):
             f"cloudwatch:namespace condition limits it to {SAGEMAKER_METRIC_NAMESPACE}.",
             applies_to=["Resource::*"],
         )
-        if isinstance(self.role, iam.Role):
-            # Only when the role is ours: the default policy holds CDK's ECR pull grant.
+        # CDK puts the pull grant into the role's own grant policy (a new role's DefaultPolicy, or
+        # the Policy it adds to an imported mutable role): suppress exactly there. An immutable
+        # imported role takes no grant, and then there is no policy to suppress on.
+        for pull_policy in _policies_granting(self.role, "ecr:GetAuthorizationToken"):
             suppress(
-                self.role,
+                pull_policy,
                 "AwsSolutions-IAM5",
                 "ecr:GetAuthorizationToken has no resource-level permissions: IAM only accepts '*'; "
                 "the image pull actions are scoped to the one repository.",
                 applies_to=["Resource::*"],
-                apply_to_children=True,
             )
 
     def grant_pass_role(self, grantee: iam.IGrantable) -> iam.Grant:

@@ -131,11 +131,15 @@ def upload_dataset(
     bucket: str,
     kms_key_id: str,
     loading_input: Mapping[str, Any] | None = None,
+    replace: bool = False,
 ) -> str:
     """Check that `path` loads as the data set, then upload it where a run reads it by default.
 
     `loading_input` holds the execution-input fields that decide how the file loads
-    (`LOADING_FIELDS`); without them the UCI credit-card schema is expected.
+    (`LOADING_FIELDS`); without them the UCI credit-card schema is expected. A run reads every
+    object under the data set prefix, so other files there are refused (they would be mixed into
+    the data set) unless `replace`, which deletes them after the upload; the bucket is versioned,
+    so their earlier versions stay recoverable.
     """
     from ml.data import load_dataset
 
@@ -148,6 +152,14 @@ def upload_dataset(
     except ValueError as error:
         raise AwsCommandError(f"{path} is not a usable data set: {error}") from error
     key = f"{DATASET_PREFIX}{path.name}"
+    others = [other for other in _keys_under(s3, bucket, DATASET_PREFIX) if other != key]
+    if others and not replace:
+        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise AwsCommandError(
+            f"s3://{bucket}/{DATASET_PREFIX} already holds {listed}; a run reads every file there, so "
+            f"{path.name} would be mixed with them. Pass --replace to upload it as the only data set "
+            "(the others are deleted; the bucket keeps their earlier versions)"
+        )
     s3.upload_file(
         str(path),
         bucket,
@@ -155,10 +167,20 @@ def upload_dataset(
         ExtraArgs={"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id},
     )
     print(f"uploaded {path} ({len(frame)} rows) to s3://{bucket}/{key}")
+    if others:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": other} for other in others]})
+        print(f"removed the other data set files: {', '.join(others)}")
     if loading_input:
         settings = " ".join(f"--set {name}={json.dumps(value)}" for name, value in loading_input.items())
         print(f"start runs on it with the same settings: python -m ml start {settings}")
     return dataset_uri(bucket, path.name)
+
+
+def _keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys
 
 
 # --------------------------------------------------------------------------- start
@@ -463,6 +485,7 @@ def cmd_upload_data(args: argparse.Namespace) -> int:
         bucket=bucket,
         kms_key_id=bucket_kms_key(clients.s3, bucket),
         loading_input=parse_assignments(args.set or []),
+        replace=args.replace,
     )
     return 0
 
@@ -537,6 +560,12 @@ def register(subparsers: Any) -> None:
         metavar="NAME=VALUE",
         help="how the file loads, as in `start --set`: label_column, dataset_schema, drop_columns "
         "(e.g. --set label_column=churned for another data set)",
+    )
+    upload.add_argument(
+        "--replace",
+        action="store_true",
+        help=f"delete the other files under {DATASET_PREFIX} after the upload (a run reads them all); "
+        "without it the upload is refused when there are any",
     )
     _common(upload)
     upload.set_defaults(func=_guarded(cmd_upload_data))

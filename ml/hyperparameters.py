@@ -190,7 +190,9 @@ def _parse_int(text: str, spec: Hyperparameter) -> int:
 
 _SPECS: tuple[Hyperparameter, ...] = (
     Hyperparameter("num_round", "int", "100", "Number of boosting rounds.", 1, 100_000),
-    Hyperparameter("max_depth", "int", "5", "Maximum tree depth (0 = no limit, lossguide only).", 0, 64),
+    Hyperparameter(
+        "max_depth", "int", "5", "Maximum tree depth (0 = no limit; not with tree_method=exact).", 0, 64
+    ),
     Hyperparameter(
         "eta", "float", "0.2", "Learning rate: shrinkage applied to each tree.", 0, 1, minimum_inclusive=False
     ),
@@ -335,7 +337,21 @@ def parse_hyperparameters(raw: Mapping[str, object]) -> dict[str, Any]:
     for name, spec in HYPERPARAMETERS.items():
         if name not in parsed and spec.default is not None:
             parsed[name] = spec.parse(spec.default)
+    combination_errors = _combination_errors(parsed)
+    if combination_errors:
+        raise HyperparameterError(combination_errors)
     return parsed
+
+
+def _combination_errors(parsed: Mapping[str, Any]) -> list[str]:
+    """Values valid one by one that XGBoost refuses together, only once training starts."""
+    errors = []
+    if parsed.get("max_depth") == 0 and parsed.get("tree_method") == "exact":
+        errors.append(
+            "max_depth=0 (no depth limit) is not supported with tree_method=exact: set max_depth to an "
+            "int in [1, 64], or tree_method to hist or approx"
+        )
+    return errors
 
 
 def booster_params(parsed: Mapping[str, Any]) -> dict[str, Any]:

@@ -347,7 +347,7 @@ def _rows_to_matrix(rows: list[Any], n_features: int) -> np.ndarray:
     rows = [row["features"] if isinstance(row, dict) and "features" in row else row for row in rows]
     try:
         matrix = np.array(rows, dtype=np.float32)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
         matrix = None
     if (
         matrix is not None
@@ -372,7 +372,17 @@ def _rows_to_matrix(rows: list[Any], n_features: int) -> np.ndarray:
                 raise RowError(number, f"value {column} is {_kind(value)}, not a number", n_features)
     if not rows:
         return np.empty((0, n_features), dtype=np.float32)
-    return np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=np.float32)
+    return np.array([[_as_float(value) for value in row] for row in rows], dtype=np.float32)
+
+
+def _as_float(value: int | float | None) -> float:
+    """JSON null is missing; an integer beyond float range is +-inf, as the CSV parser reads it."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _is_number_or_null(value: Any) -> bool:

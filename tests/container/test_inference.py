@@ -97,6 +97,18 @@ def test_jsonlines_fast_path_and_objects() -> None:
         parse_jsonlines_rows(b"[1, 2]\n[3]\n", 2)
 
 
+def test_integers_beyond_float_range_read_as_infinity_in_every_format() -> None:
+    huge = "9" * 400
+    expected = [[1.0, np.inf], [-np.inf, 2.0]]
+    body = f"[[1, {huge}], [-{huge}, 2]]".encode()
+    np.testing.assert_array_equal(parse_json_rows(body, 2), expected)
+    np.testing.assert_array_equal(parse_jsonlines_rows(f"[1, {huge}]\n[-{huge}, 2]\n".encode(), 2), expected)
+    np.testing.assert_array_equal(parse_csv_rows(f"1,{huge}\n-{huge},2\n".encode(), 2), expected)
+    # The line-by-line path (a JSON object line) reads them the same way.
+    objects = f'{{"features": [1, {huge}]}}\n{{"features": [-{huge}, 2]}}\n'.encode()
+    np.testing.assert_array_equal(parse_jsonlines_rows(objects, 2), expected)
+
+
 def test_formats_have_one_row_per_probability() -> None:
     probabilities = np.array([0.0, 0.25, 0.5, 0.9999996, 1.0])
     assert format_predictions(probabilities, 0.5, CSV) == (

@@ -338,13 +338,28 @@ def test_soak_mixed_requests_no_failures_and_flat_memory(server: Server) -> None
     rng = np.random.default_rng(11)
     good_csv = [_csv(make_classification(n, seed=int(n))[0]) for n in (1, 10, 200, 2000)]
     good_json = json.dumps({"instances": make_classification(50)[0].tolist()}).encode()
-    bad = [
-        (b"1,2,3\n", "text/csv", 400),
-        (b"", "text/csv", 204),
-        (b"1,2,3,4,5,6,7,8\n", "application/octet-stream", 415),
-        (b"[[1,2]]", "application/json", 400),
-        (b"1,2,x,4,5,6,7,8\n", "text/csv", 400),
+    bad = [  # (body, content type, accept, expected status): every error path of /invocations
+        (b"1,2,3\n", "text/csv", None, 400),
+        (b"", "text/csv", None, 204),
+        (b"1,2,3,4,5,6,7,8\n", "application/octet-stream", None, 415),
+        (b"1,2,3,4,5,6,7,8\n", "text/csv", "image/png", 406),
+        (b"[[1,2]]", "application/json", None, 400),
+        (b"1,2,x,4,5,6,7,8\n", "text/csv", None, 400),
+        (None, "text/csv", None, 413),  # None: only headers announcing a body over the limit
     ]
+
+    def oversized() -> tuple[int, str]:
+        address = urlparse(server.url)
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
+        try:
+            connection.putrequest("POST", "/invocations")
+            connection.putheader("Content-Type", "text/csv")
+            connection.putheader("Content-Length", str(serving_limits.MAX_PAYLOAD_BYTES + 1))
+            connection.endheaders()
+            response = connection.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            connection.close()
 
     def one(index: int) -> tuple[bool, str]:
         kind = rng.integers(0, 10) if index % 3 else 0
@@ -358,9 +373,13 @@ def test_soak_mixed_requests_no_failures_and_flat_memory(server: Server) -> None
             )
             ok = response.status_code == 200 and len(response.content.splitlines()) == 50
         else:
-            body, content_type, status = bad[index % len(bad)]
-            response = _post(server, body, content_type=content_type)
-            ok = response.status_code == status
+            body, content_type, accept, expected = bad[index % len(bad)]
+            if body is None:
+                status, text = oversized()
+            else:
+                response = _post(server, body, content_type=content_type, accept=accept)
+                status, text = response.status_code, response.text
+            return status == expected, f"request {index}: {status} (expected {expected}) {text[:200]}"
         return ok, f"request {index}: {response.status_code} {response.text[:200]}"
 
     def run(indices: range) -> None:

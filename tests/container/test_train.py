@@ -85,6 +85,14 @@ def test_bad_hyperparameter_fails_before_reading_data(tmp_path: Path) -> None:
     assert "an int in [0, 64]" in reason
 
 
+def test_hyperparameters_xgboost_refuses_together_fail_before_reading_data(tmp_path: Path) -> None:
+    # Each value is in range; XGBoost itself would stop only inside training, with a C++ trace.
+    make_training_dir(tmp_path, hyperparameters={"max_depth": "0", "tree_method": "exact"})
+    _, reason = _failure(tmp_path)
+    assert "max_depth=0 (no depth limit) is not supported with tree_method=exact" in reason
+    assert "set max_depth to an int in [1, 64], or tree_method to hist or approx" in reason
+
+
 def test_unknown_hyperparameter_is_named(tmp_path: Path) -> None:
     make_training_dir(tmp_path, hyperparameters={"max_dept": "3"})
     _, reason = _failure(tmp_path)

@@ -56,14 +56,19 @@ def test_checkov_findings_are_accepted_in_policy_rules_not_in_metadata(built: Bu
     assert checkov_accepted_reason("CKV_AWS_173", built.function_id) is None
 
 
-def test_each_iam5_suppression_has_one_kind_of_finding_and_its_own_reason(built: Built) -> None:
+def test_the_only_iam5_suppression_is_xray_which_takes_only_star(built: Built) -> None:
     suppressions = built.policy["Metadata"]["cdk_nag"]["rules_to_suppress"]
-    assert [s["id"] for s in suppressions] == ["AwsSolutions-IAM5", "AwsSolutions-IAM5"]
-    by_finding = {tuple(s["applies_to"]): s["reason"] for s in suppressions}
-    (log_streams,) = [f for f in by_finding if f != ("Resource::*",)]
-    assert len(log_streams) == 1 and log_streams[0].endswith(":log-stream:*")
-    assert "log group" in by_finding[log_streams]
-    assert "xray" in by_finding[("Resource::*",)]
+    assert [(s["id"], s["applies_to"]) for s in suppressions] == [("AwsSolutions-IAM5", ["Resource::*"])]
+    assert "xray" in suppressions[0]["reason"]
+
+
+def test_logs_go_to_the_functions_own_log_group_only(built: Built) -> None:
+    log_group_id, _ = the_resource(built.template, "AWS::Logs::LogGroup")
+    statements = built.policy["Properties"]["PolicyDocument"]["Statement"]
+    (logs_statement,) = [s for s in statements if any(a.startswith("logs:") for a in s["Action"])]
+    assert set(logs_statement["Action"]) >= {"logs:CreateLogStream", "logs:PutLogEvents"}
+    # LogGroup.Arn is "arn:...:log-group:<name>:*": the group and its streams, nothing else.
+    assert logs_statement["Resource"] == {"Fn::GetAtt": [log_group_id, "Arn"]}
 
 
 def test_depending_on_a_role_without_policy_names_the_problem() -> None:

@@ -181,6 +181,27 @@ def test_upload_takes_another_data_set_by_configuration(aws, tmp_path, capsys):
     aws.s3.head_object(Bucket="pipeline-data", Key="datasets/default/churn.csv")
 
 
+def test_upload_refuses_to_mix_data_sets_unless_told_to_replace(aws, tmp_path, capsys):
+    deploy(aws, SUCCEEDING)
+    first, second = tmp_path / "credit-2025.csv", tmp_path / "credit-2026.csv"
+    synthetic_dataset(n_rows=60).to_csv(first, index=False)
+    synthetic_dataset(n_rows=80, seed=1).to_csv(second, index=False)
+    assert cli(aws, "upload-data", str(first)) == 0
+    assert cli(aws, "upload-data", str(first)) == 0  # the same file again replaces itself
+    capsys.readouterr()
+
+    assert cli(aws, "upload-data", str(second)) == 2
+    error = capsys.readouterr().err
+    assert "already holds datasets/default/credit-2025.csv" in error and "--replace" in error
+    listed = aws.s3.list_objects_v2(Bucket="pipeline-data", Prefix="datasets/default/")["Contents"]
+    assert [item["Key"] for item in listed] == ["datasets/default/credit-2025.csv"]
+
+    assert cli(aws, "upload-data", str(second), "--replace") == 0
+    assert "removed the other data set files: datasets/default/credit-2025.csv" in capsys.readouterr().out
+    listed = aws.s3.list_objects_v2(Bucket="pipeline-data", Prefix="datasets/default/")["Contents"]
+    assert [item["Key"] for item in listed] == ["datasets/default/credit-2026.csv"]
+
+
 def test_upload_refuses_run_settings_that_do_not_affect_loading(aws, tmp_path, capsys):
     deploy(aws, SUCCEEDING)
     data = tmp_path / "credit.csv"

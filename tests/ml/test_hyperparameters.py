@@ -137,6 +137,15 @@ def test_bad_values_name_parameter_value_and_range(name, value, expected):
     assert expected in str(info.value)
 
 
+def test_values_xgboost_refuses_together_are_rejected_naming_both():
+    with pytest.raises(HyperparameterError) as info:
+        parse_hyperparameters({"max_depth": "0", "tree_method": "exact"})
+    assert "max_depth=0 (no depth limit) is not supported with tree_method=exact" in str(info.value)
+    # Either one alone is fine: no limit with hist (the default), exact with a depth.
+    assert parse_hyperparameters({"max_depth": "0"})["max_depth"] == 0
+    assert parse_hyperparameters({"tree_method": "exact"})["max_depth"] == 5
+
+
 @pytest.mark.parametrize("value", [True, None, [1], {"a": 1}])
 def test_non_scalar_values_are_rejected(value):
     with pytest.raises(HyperparameterError, match=r"max_depth=.* expected a string or a number"):

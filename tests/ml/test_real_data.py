@@ -16,9 +16,8 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "default_of_credit_card_clients.csv"
-# The run takes ~20 s on the 2-core development machine (docs/local.md); the bound leaves room
-# for a loaded CI machine while still catching a run that lost its way (e.g. per-row requests).
-WALL_TIME_LIMIT_S = 120
+# Quality only: the 60 s wall-time budget is measured by benchmarks/local_run.py against an
+# in-process baseline of the same run (speed targets live in benchmarks, not in timed tests).
 
 
 @pytest.mark.slow
@@ -47,7 +46,6 @@ def test_run_local_on_the_real_data_reproduces_the_notebook(tmp_path: Path) -> N
     assert report["auc"] >= 0.78
     assert report["baseline_accuracy"] == pytest.approx(0.779, abs=0.01)
     assert report["accuracy"] > report["baseline_accuracy"]
-    assert wall_time < WALL_TIME_LIMIT_S, f"run-local took {wall_time:.1f} s"
     print(
         f"real data: accuracy={report['accuracy']:.4f} auc={report['auc']:.4f} "
         f"f1={report['f1']:.4f} baseline={report['baseline_accuracy']:.4f} wall={wall_time:.1f}s"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.awslambda.models import LambdaBackend
 from moto.core.exceptions import JsonRESTError
 from moto.ecr.models import ECRBackend
 from moto.sagemaker.models import SageMakerModelBackend
@@ -339,6 +340,28 @@ def test_throttled_lineage_call_is_retried_then_succeeds(pipeline, monkeypatch):
     assert "CreateExperimentFirstThrottle" in entered and "CreateExperimentNextThrottle" in entered
     # Full jitter: each wait is drawn from [0, 10 * 2**n].
     first, second = WaitClock.seconds[:2]
+    assert 0 <= first <= 10 and 0 <= second <= 20
+
+
+def test_throttled_prepare_lambda_is_retried_then_succeeds(pipeline, monkeypatch):
+    # Lambda throttling (TooManyRequestsException, HTTP 429) is not among the errors CDK's
+    # retry_on_service_exceptions retries; without its own Retry a busy account fails the run.
+    fake_runners(pipeline)
+    attempts: list[str] = []
+    invoke = LambdaBackend.invoke
+
+    def throttled(self: LambdaBackend, *args: Any, **kwargs: Any) -> Any:
+        attempts.append("invoke")
+        if len(attempts) <= 2:
+            raise JsonRESTError("TooManyRequestsException", "Rate exceeded")
+        return invoke(self, *args, **kwargs)
+
+    monkeypatch.setattr(LambdaBackend, "invoke", throttled)
+    execution = pipeline.run("run-throttled-prepare")
+    assert execution.status == "SUCCEEDED", execution.description
+    assert len(attempts) == 3
+    assert [f["error"] for f in execution.task_failures()] == ["Lambda.TooManyRequestsException"] * 2
+    first, second = RetryClock.intervals[:2]
     assert 0 <= first <= 10 and 0 <= second <= 20
 
 
