@@ -294,23 +294,33 @@ def test_failed_job_is_notified_with_step_job_and_reason(pipeline, state_name, k
     )
 
 
+def fail_first_calls(
+    monkeypatch, backend: type, method: str, error: JsonRESTError, times: int = 2
+) -> list[tuple[Any, ...]]:
+    """Make `backend.method` raise `error` on its first `times` calls, then behave as moto does.
+    Returns the arguments of every call (positional, then sorted keyword items), for assertions."""
+    calls: list[tuple[Any, ...]] = []
+    original = getattr(backend, method)
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args + tuple(sorted(kwargs.items())))
+        if len(calls) <= times:
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(backend, method, failing)
+    return calls
+
+
 def test_internal_error_of_the_image_lookup_is_retried_then_succeeds(pipeline, monkeypatch):
     # An aws-sdk task's transient error, injected in moto's ECR: ServerException is modelled, so
     # Step Functions names it Ecr.ServerException (one of TRANSIENT_ERRORS).
     fake_runners(pipeline)
-    attempts: list[str] = []
-    describe_images = ECRBackend.describe_images
-
-    def failing(self: ECRBackend, *args: Any, **kwargs: Any) -> Any:
-        attempts.append("describe_images")
-        if len(attempts) <= 2:
-            raise JsonRESTError("ServerException", "We encountered an internal error. Please try again.")
-        return describe_images(self, *args, **kwargs)
-
-    monkeypatch.setattr(ECRBackend, "describe_images", failing)
+    internal = JsonRESTError("ServerException", "We encountered an internal error. Please try again.")
+    calls = fail_first_calls(monkeypatch, ECRBackend, "describe_images", internal)
     execution = pipeline.run("run-ecr-internal-error")
     assert execution.status == "SUCCEEDED", execution.description
-    assert len(attempts) == 3
+    assert len(calls) == 3
     assert [f["error"] for f in execution.task_failures()] == ["Ecr.ServerException"] * 2
     assert "BuildImage" not in execution.entered_states()
     first, second = RetryClock.intervals[:2]
@@ -321,19 +331,11 @@ def test_throttled_lineage_call_is_retried_then_succeeds(pipeline, monkeypatch):
     # SageMaker does not model ThrottlingException: the aws-sdk task reports the generic
     # SageMaker.SageMakerException, told apart from "already exists" by its cause.
     fake_runners(pipeline)
-    attempts: list[str] = []
-    create_experiment = SageMakerModelBackend.create_experiment
-
-    def throttled(self: SageMakerModelBackend, experiment_name: str) -> dict[str, str]:
-        attempts.append(experiment_name)
-        if len(attempts) <= 2:
-            raise JsonRESTError("ThrottlingException", "Rate exceeded")
-        return create_experiment(self, experiment_name)
-
-    monkeypatch.setattr(SageMakerModelBackend, "create_experiment", throttled)
+    throttling = JsonRESTError("ThrottlingException", "Rate exceeded")
+    calls = fail_first_calls(monkeypatch, SageMakerModelBackend, "create_experiment", throttling)
     execution = pipeline.run("run-throttled-lineage")
     assert execution.status == "SUCCEEDED", execution.description
-    assert len(attempts) == 3 and len(set(attempts)) == 1
+    assert len(calls) == 3 and len(set(calls)) == 1
     assert [f["error"] for f in execution.task_failures()] == ["SageMaker.SageMakerException"] * 2
     entered = execution.entered_states()
     assert entered.count("CreateExperimentWaitThrottled") == 2
@@ -347,19 +349,11 @@ def test_throttled_prepare_lambda_is_retried_then_succeeds(pipeline, monkeypatch
     # Lambda throttling (TooManyRequestsException, HTTP 429) is not among the errors CDK's
     # retry_on_service_exceptions retries; without its own Retry a busy account fails the run.
     fake_runners(pipeline)
-    attempts: list[str] = []
-    invoke = LambdaBackend.invoke
-
-    def throttled(self: LambdaBackend, *args: Any, **kwargs: Any) -> Any:
-        attempts.append("invoke")
-        if len(attempts) <= 2:
-            raise JsonRESTError("TooManyRequestsException", "Rate exceeded")
-        return invoke(self, *args, **kwargs)
-
-    monkeypatch.setattr(LambdaBackend, "invoke", throttled)
+    throttling = JsonRESTError("TooManyRequestsException", "Rate exceeded")
+    calls = fail_first_calls(monkeypatch, LambdaBackend, "invoke", throttling)
     execution = pipeline.run("run-throttled-prepare")
     assert execution.status == "SUCCEEDED", execution.description
-    assert len(attempts) == 3
+    assert len(calls) == 3
     assert [f["error"] for f in execution.task_failures()] == ["Lambda.TooManyRequestsException"] * 2
     first, second = RetryClock.intervals[:2]
     assert 0 <= first <= 10 and 0 <= second <= 20
