@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from constructs import Construct
 
 from infra.config import PipelineSettings
 from infra.image_build import ContainerImageBuild
-from infra.pipeline import PipelineStateMachine
+from infra.pipeline import PipelineStateMachine, deploy_defaults
 from infra.sagemaker_role import SageMakerExecutionRole
 from infra.storage import PipelineStorage
 
@@ -97,6 +98,11 @@ class XgbPipelineStack(Stack):
         )
         self._output(
             "NotificationTopicArn", self.pipeline.topic.topic_arn, "Run success/failure notifications"
+        )
+        self._output(
+            "RunDefaults",
+            json.dumps(deploy_defaults(s), sort_keys=True),
+            "Execution-input defaults chosen at deploy time (python -m ml start checks input against them)",
         )
 
     def _output(self, name: str, value: str, description: str) -> CfnOutput:

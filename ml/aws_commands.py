@@ -25,6 +25,8 @@ DEFAULT_STACK_NAME: Final[str] = "XgbBatchPipeline"
 STACK_ENV: Final[str] = "ML_PIPELINE_STACK"
 OUTPUT_DATA_BUCKET: Final[str] = "DataBucketName"
 OUTPUT_STATE_MACHINE: Final[str] = "StateMachineArn"
+# JSON of the execution-input defaults the deployer chose in CDK context (infra.pipeline.deploy_defaults).
+OUTPUT_RUN_DEFAULTS: Final[str] = "RunDefaults"
 DATASET_PREFIX: Final[str] = "datasets/default/"
 # Step Functions execution names: 1-80 characters, letters, digits, '-' and '_'.
 _EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
@@ -219,14 +221,34 @@ def default_execution_name(now: datetime | None = None) -> str:
     return "run-" + (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
 
 
-def validate_execution_input(execution_input: Mapping[str, Any], data_bucket: str) -> None:
-    """Fail here, before anything starts in AWS, on what the Prepare step would refuse."""
+def validate_execution_input(
+    execution_input: Mapping[str, Any], data_bucket: str, deploy_defaults: Mapping[str, Any] | None = None
+) -> None:
+    """Fail here, before anything starts in AWS, on what the Prepare step would refuse: the input
+    merged with the same deploy-time defaults (the stack's RunDefaults output) the Prepare step uses."""
     from ml.pipeline_input import InputError, validate_input
 
+    defaults = {**(deploy_defaults or {}), "data_uri": f"s3://{data_bucket}/{DATASET_PREFIX}"}
     try:
-        validate_input(dict(execution_input), {"data_uri": f"s3://{data_bucket}/{DATASET_PREFIX}"})
+        validate_input(dict(execution_input), defaults)
     except InputError as error:
         raise AwsCommandError(str(error)) from error
+
+
+def run_defaults(outputs: Mapping[str, str], stack: str) -> dict[str, Any]:
+    """The stack's deploy-time input defaults; {} for a stack deployed before it had the output."""
+    raw = outputs.get(OUTPUT_RUN_DEFAULTS)
+    if raw is None:
+        return {}
+    try:
+        defaults = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise AwsCommandError(
+            f"stack {stack!r} output {OUTPUT_RUN_DEFAULTS} is not JSON ({error})"
+        ) from error
+    if not isinstance(defaults, dict):
+        raise AwsCommandError(f"stack {stack!r} output {OUTPUT_RUN_DEFAULTS} is not a JSON object")
+    return defaults
 
 
 def start_run(
@@ -496,7 +518,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     outputs = stack_outputs(clients.cloudformation, args.stack)
     state_machine_arn = require_output(outputs, OUTPUT_STATE_MACHINE, args.stack)
     data_bucket = require_output(outputs, OUTPUT_DATA_BUCKET, args.stack)
-    validate_execution_input(execution_input, data_bucket)
+    validate_execution_input(execution_input, data_bucket, run_defaults(outputs, args.stack))
     name = args.name or default_execution_name()
     arn = start_run(
         clients.sfn, state_machine_arn=state_machine_arn, execution_input=execution_input, name=name

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from aws_cdk import Stack
 
 from infra.app import STACK_NAME, app_stacks, build_app
 from infra.config import ConfigError
+from infra.pipeline import deploy_defaults
 from infra.stack import PROJECT_ROOT, XgbPipelineStack
 from tests.infra.helpers import SynthesizedApp, resources_of_type, the_resource
 
@@ -23,6 +25,7 @@ REQUIRED_OUTPUTS = {
     "KmsKeyArn",
     "StateMachineArn",
     "NotificationTopicArn",
+    "RunDefaults",
 }
 DEPLOY_DOC = PROJECT_ROOT / "docs" / "deploy.md"
 
@@ -37,6 +40,14 @@ def test_stack_outputs(default_app: SynthesizedApp) -> None:
     assert template["Outputs"]["SageMakerRoleArn"]["Value"] == {
         "Fn::GetAtt": [stack.get_logical_id(stack.sagemaker_role.role.node.default_child), "Arn"]
     }
+
+
+def test_run_defaults_output_is_what_the_prepare_step_merges(default_app: SynthesizedApp) -> None:
+    (stack,) = [s for s in default_app.stacks if s.stack_name == STACK_NAME]
+    assert isinstance(stack, XgbPipelineStack)
+    output = json.loads(default_app.templates[STACK_NAME]["Outputs"]["RunDefaults"]["Value"])
+    assert output == deploy_defaults(stack.settings)
+    assert output["training_instance_type"] == stack.settings.training_instance_type
 
 
 def test_deploy_doc_lists_every_stack_output(default_app: SynthesizedApp) -> None:

@@ -250,6 +250,24 @@ def test_start_validates_locally_before_anything_starts(aws, capsys, argv, messa
     assert aws.sfn.list_executions(stateMachineArn=deployed["StateMachineArn"])["executions"] == []
 
 
+def test_start_checks_the_input_against_the_deploy_time_defaults(aws, capsys):
+    # Deployed with -c max_runtime_seconds=200000: a spot run must then wait at least that long,
+    # which the field default of max_wait_seconds does not; Prepare would refuse it, so start does.
+    deployed = deploy(aws, SUCCEEDING)
+    aws.outputs = {**(aws.outputs or {}), "RunDefaults": json.dumps({"max_runtime_seconds": 200000})}
+    assert cli(aws, "start", "--set", "spot_training=true") == 2
+    assert "must be at least 'max_runtime_seconds' (200000)" in capsys.readouterr().err
+    assert aws.sfn.list_executions(stateMachineArn=deployed["StateMachineArn"])["executions"] == []
+    assert cli(aws, "start", "--set", "spot_training=true", "--set", "max_wait_seconds=259200") == 0
+
+
+def test_start_names_a_broken_run_defaults_output(aws, capsys):
+    deploy(aws, SUCCEEDING)
+    aws.outputs = {**(aws.outputs or {}), "RunDefaults": "not json"}
+    assert cli(aws, "start") == 2
+    assert f"stack {STACK!r} output RunDefaults is not JSON" in capsys.readouterr().err
+
+
 def test_start_refuses_a_name_already_used(aws, capsys):
     deploy(aws, SUCCEEDING)
     assert cli(aws, "start", "--name", "same") == 0
