@@ -170,7 +170,9 @@ def upload_dataset(
     )
     print(f"uploaded {path} ({len(frame)} rows) to s3://{bucket}/{key}")
     if others:
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": other} for other in others]})
+        for start in range(0, len(others), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = others[start : start + 1000]
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": other} for other in batch]})
         print(f"removed the other data set files: {', '.join(others)}")
     if loading_input:
         settings = " ".join(f"--set {name}={json.dumps(value)}" for name, value in loading_input.items())
