@@ -175,7 +175,6 @@ class PrepareFunction(Construct):
         )
         self.package_files = files
 
-        self.log_group.grant_write(self.role)
         suppress(
             self.role,
             "AwsSolutions-IAM5",

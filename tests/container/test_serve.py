@@ -209,18 +209,26 @@ def test_malformed_json_document_is_400(server: Server) -> None:
     assert "not valid JSON" in response.text
 
 
-def test_payload_over_the_limit_is_413_before_reading(server: Server) -> None:
-    # Only the headers are sent: the server must answer from Content-Length alone.
+def _post_oversized_headers_only(server: Server) -> tuple[int, str]:
+    """POST only headers announcing a body one byte over the limit; (status, body text)."""
     address = urlparse(server.url)
     connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
-    connection.putrequest("POST", "/invocations")
-    connection.putheader("Content-Type", "text/csv")
-    connection.putheader("Content-Length", str(serving_limits.MAX_PAYLOAD_BYTES + 1))
-    connection.endheaders()
-    response = connection.getresponse()
-    assert response.status == 413
-    assert f"exceeds the {serving_limits.MAX_PAYLOAD_BYTES} byte" in response.read().decode()
-    connection.close()
+    try:
+        connection.putrequest("POST", "/invocations")
+        connection.putheader("Content-Type", "text/csv")
+        connection.putheader("Content-Length", str(serving_limits.MAX_PAYLOAD_BYTES + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_payload_over_the_limit_is_413_before_reading(server: Server) -> None:
+    # Only the headers are sent: the server must answer from Content-Length alone.
+    status, text = _post_oversized_headers_only(server)
+    assert status == 413
+    assert f"exceeds the {serving_limits.MAX_PAYLOAD_BYTES} byte" in text
 
 
 def test_chunked_payload_over_the_limit_is_413(server: Server) -> None:
@@ -348,19 +356,6 @@ def test_soak_mixed_requests_no_failures_and_flat_memory(server: Server) -> None
         (None, "text/csv", None, 413),  # None: only headers announcing a body over the limit
     ]
 
-    def oversized() -> tuple[int, str]:
-        address = urlparse(server.url)
-        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
-        try:
-            connection.putrequest("POST", "/invocations")
-            connection.putheader("Content-Type", "text/csv")
-            connection.putheader("Content-Length", str(serving_limits.MAX_PAYLOAD_BYTES + 1))
-            connection.endheaders()
-            response = connection.getresponse()
-            return response.status, response.read().decode()
-        finally:
-            connection.close()
-
     def one(index: int) -> tuple[bool, str]:
         kind = rng.integers(0, 10) if index % 3 else 0
         if kind < 5:
@@ -375,7 +370,7 @@ def test_soak_mixed_requests_no_failures_and_flat_memory(server: Server) -> None
         else:
             body, content_type, accept, expected = bad[index % len(bad)]
             if body is None:
-                status, text = oversized()
+                status, text = _post_oversized_headers_only(server)
             else:
                 response = _post(server, body, content_type=content_type, accept=accept)
                 status, text = response.status_code, response.text
